@@ -1,0 +1,46 @@
+"""The ``freshrank`` command: one subcommand per role and per tool.
+
+Each subcommand lives in its own module exposing ``register(subparsers)``; the module imports
+its service lazily inside the handler so ``freshrank --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from freshrank import __version__
+from freshrank.cli import bench, demo, eval, feature, operator, ranking, simulate, stack, trainer
+from freshrank.cli.common import NotAvailable
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="freshrank",
+        description="Keep a recommender fresh: Kafka events -> incremental training -> Triton.",
+        epilog="Run 'freshrank COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"freshrank {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (operator, feature, trainer, ranking, stack, simulate, demo, bench, eval):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except NotAvailable as exc:
+        print(f"freshrank {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from freshrank.cli import main
+
+sys.exit(main())

@@ -1,0 +1,237 @@
+"""Kafka helpers over confluent-kafka: producer, batch consumer, dead-letter queue, topics.
+
+Event values go through the one codec; the key is the user id (per-user order); the producer
+puts the current trace context in a ``traceparent`` header and consumers read it back with
+``context_from_headers``. Consumers never auto-commit: the caller commits offsets once the
+effect of the batch is durable (exactly-once effect for the trainer and the feature store).
+Blocking librdkafka calls run on one dedicated thread so the asyncio loop never stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from freshrank.core.codec import InteractionEvent, MalformedEvent, decode_event, encode_event
+from freshrank.core.telemetry import headers_with_trace
+
+__all__ = [
+    "ERROR_HEADER",
+    "AsyncConsumer",
+    "DeadLetters",
+    "DecodedBatch",
+    "EventProducer",
+    "consumer_config",
+    "decode_batch",
+    "ensure_topics",
+    "next_offsets",
+    "producer_config",
+]
+
+log = logging.getLogger(__name__)
+ERROR_HEADER = "freshrank-error"
+
+
+def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "enable.idempotence": False,  # Tansu (embedded) does not implement idempotent producers
+        "acks": "all",
+    }
+    config.update(extra)
+    return config
+
+
+def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        # Short sessions: the first group join otherwise waits ~23 s on Tansu.
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 1000,
+        "fetch.wait.max.ms": 50,
+    }
+    config.update(extra)
+    return config
+
+
+def ensure_topics(
+    bootstrap: str, topics: Iterable[str], *, partitions: int = 1, timeout: float = 15.0
+) -> None:
+    """Create missing topics; existing ones are left as they are."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = [NewTopic(t, num_partitions=partitions) for t in topics if t not in existing]
+    if not missing:
+        return
+    for topic, future in admin.create_topics(missing, request_timeout=timeout).items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+        log.info("topic ensured", extra={"topic": topic})
+
+
+class EventProducer:
+    """Produce ``InteractionEvent``s keyed by user id, with the trace context in headers."""
+
+    def __init__(self, bootstrap: str, topic: str, **config: Any) -> None:
+        self.topic = topic
+        self._producer = Producer(producer_config(bootstrap, **config))
+        self._errors: list[str] = []
+
+    def send(self, event: InteractionEvent, headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        """Queue one event (never blocks the loop for long: on a full queue it polls)."""
+        self.send_raw(encode_event(event), key=event.user_id, headers=headers)
+
+    def send_raw(
+        self, value: bytes, *, key: str | bytes | None, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
+        """Queue pre-encoded bytes (replays, dead letters, malformed-input tests)."""
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic,
+                    value=value,
+                    key=key,
+                    headers=headers_with_trace(headers),
+                    on_delivery=self._on_delivery,
+                )
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._errors.append(str(err))
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every queued event is acknowledged; raise if any delivery failed."""
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise KafkaException(f"{remaining} events not delivered after {timeout}s")
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise KafkaException(f"{len(errors)} deliveries failed, first: {errors[0]}")
+
+    async def flush_async(self, timeout: float = 30.0) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.flush, timeout)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    """A polled batch split into good events and messages for the dead-letter topic."""
+
+    events: list[tuple[Message, InteractionEvent]]
+    malformed: list[tuple[Message, str]]
+
+
+def decode_batch(messages: Iterable[Message]) -> DecodedBatch:
+    events: list[tuple[Message, InteractionEvent]] = []
+    malformed: list[tuple[Message, str]] = []
+    for message in messages:
+        value = message.value()
+        if value is None:
+            malformed.append((message, "empty message value"))
+            continue
+        try:
+            events.append((message, decode_event(value)))
+        except MalformedEvent as exc:
+            malformed.append((message, exc.reason))
+    return DecodedBatch(events, malformed)
+
+
+class DeadLetters:
+    """Forward the original bytes of a bad message with the reason in ``freshrank-error``."""
+
+    def __init__(self, bootstrap: str, topic: str, **config: Any) -> None:
+        self._producer = EventProducer(bootstrap, topic, **config)
+
+    def publish(self, message: Message, reason: str) -> None:
+        original = message.headers() or []
+        pairs = original.items() if isinstance(original, dict) else original
+        headers = [(k, v) for k, v in pairs if isinstance(v, bytes)]
+        headers.append((ERROR_HEADER, reason.encode()))
+        self._producer.send_raw(message.value() or b"", key=message.key(), headers=headers)
+        log.warning(
+            "event dead-lettered",
+            extra={"reason": reason, "partition": message.partition(), "offset": message.offset()},
+        )
+
+    def flush(self, timeout: float = 30.0) -> None:
+        self._producer.flush(timeout)
+
+
+class AsyncConsumer:
+    """A manually committed consumer whose blocking calls run on one dedicated thread."""
+
+    def __init__(self, bootstrap: str, group: str, topics: Sequence[str], **config: Any) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-{group}")
+        self._consumer = Consumer(consumer_config(bootstrap, group, **config))
+        self._consumer.subscribe(list(topics))
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def poll_batch_sync(self, max_messages: int = 1000, timeout: float = 0.5) -> list[Message]:
+        """Poll up to ``max_messages``; transport errors raise, partition EOFs are dropped."""
+        messages = self._consumer.consume(max_messages, timeout)
+        good: list[Message] = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                good.append(message)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                raise KafkaException(error)
+        return good
+
+    async def poll_batch(self, max_messages: int = 1000, timeout: float = 0.5) -> list[Message]:
+        return list(await self._run(self.poll_batch_sync, max_messages, timeout))
+
+    async def commit(self, offsets: Sequence[TopicPartition]) -> None:
+        """Synchronously commit ``offsets`` (next offset to read, per partition)."""
+        if offsets:
+            await self._run(
+                lambda: self._consumer.commit(offsets=list(offsets), asynchronous=False)
+            )
+
+    async def committed(self, partitions: Sequence[TopicPartition]) -> list[TopicPartition]:
+        return list(await self._run(self._consumer.committed, list(partitions), 10.0))
+
+    async def seek(self, partition: TopicPartition) -> None:
+        await self._run(self._consumer.seek, partition)
+
+    def assignment(self) -> list[TopicPartition]:
+        return list(self._consumer.assignment())
+
+    @property
+    def raw(self) -> Consumer:
+        """The underlying consumer, for rebalance hooks; only touch it from the poll thread."""
+        return self._consumer
+
+    async def close(self) -> None:
+        await self._run(self._consumer.close)
+        self._executor.shutdown(wait=True)
+
+
+def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
+    """The offsets to commit after ``messages``: last offset + 1 per partition."""
+    latest: dict[tuple[str, int], int] = {}
+    for message in messages:
+        key = (message.topic() or "", message.partition() or 0)
+        latest[key] = max(latest.get(key, -1), (message.offset() or 0) + 1)
+    return [TopicPartition(t, p, o) for (t, p), o in sorted(latest.items())]

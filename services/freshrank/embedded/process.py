@@ -1,0 +1,156 @@
+"""A child process that cannot outlive us and is always torn down with its whole group."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["ComponentFailed", "ManagedProcess", "free_port", "wait_until"]
+
+log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1
+_LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
+
+
+class ComponentFailed(RuntimeError):
+    """An embedded component exited or never became ready; carries the tail of its log."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL it when the parent dies, even by kill -9."""
+    os.setsid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def wait_until(
+    ready: Callable[[], bool], *, timeout: float, interval: float = 0.2, what: str = "ready"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"not {what} after {timeout:.0f}s")
+
+
+class ManagedProcess:
+    """Start ``argv`` with its output in ``log_path``; ``stop()`` kills the process group."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = dict(os.environ if env is None else env)
+        self.cwd = cwd
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log_file:
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                preexec_fn=_die_with_parent,
+            )
+        _LIVE.add(self)
+        log.info("started", extra={"component": self.name, "pid": self._proc.pid})
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_ready(self, probe: Callable[[], bool], timeout: float) -> None:
+        def ready() -> bool:
+            if not self.alive():
+                raise ComponentFailed(f"{self.name} exited early:\n{self.log_tail()}")
+            return probe()
+
+        try:
+            wait_until(ready, timeout=timeout, what=f"{self.name} ready")
+        except TimeoutError as exc:
+            self.stop()
+            raise ComponentFailed(f"{exc}\n{self.log_tail()}") from exc
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM the group, SIGKILL after ``grace`` seconds; idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        _LIVE.discard(self)
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        # Children of the component (Triton's Python stubs) share its group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.info("stopped", extra={"component": self.name, "returncode": proc.returncode})
+
+    def kill(self) -> None:
+        """Crash the component (SIGKILL, no grace): for failure tests."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+
+    def __enter__(self) -> ManagedProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for proc in list(_LIVE):
+        proc.stop(grace=3.0)

@@ -1,0 +1,119 @@
+"""The embedded Triton: ``tritonserver`` from the ``nvidia-pytriton`` wheel, Python backend.
+
+The wheel ships the server, the Python backend and one backend stub per Python version; we
+assemble a backend directory for this interpreter (the stub must match it) in our work dir,
+leaving site-packages untouched, and put this environment's interpreter first on ``PATH`` so
+the stub imports torch and numpy from it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import pytriton
+
+from freshrank.embedded.process import ManagedProcess, free_port
+
+__all__ = ["EmbeddedTriton", "triton_distribution"]
+
+
+def triton_distribution() -> Path:
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def _prepare_backends(target: Path) -> Path:
+    dist = triton_distribution()
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        link = python_dir / name
+        if not link.exists():
+            link.symlink_to(dist / "backends" / "python" / name)
+    stub = python_dir / "triton_python_backend_stub"
+    if not stub.exists():
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        shutil.copy2(dist / "python_backend_stubs" / version / "triton_python_backend_stub", stub)
+    return target
+
+
+def _server_env() -> dict[str, str]:
+    env = dict(os.environ)
+    libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
+    env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(libs), env.get("LD_LIBRARY_PATH")) if p)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return env
+
+
+class EmbeddedTriton:
+    """``tritonserver --model-control-mode=explicit`` over ``model_repository``."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        model_repository: Path,
+        *,
+        model_config_name: str = "python",
+        load_models: Sequence[str] = (),
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+    ) -> None:
+        self.model_repository = model_repository
+        self.http_port = http_port or free_port()
+        self.grpc_port = grpc_port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        self.http_url = f"127.0.0.1:{self.http_port}"
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
+        backends = _prepare_backends(workdir / "triton-backends")
+        argv = [
+            str(triton_distribution() / "bin" / "tritonserver"),
+            f"--model-repository={model_repository}",
+            f"--backend-directory={backends}",
+            "--model-control-mode=explicit",
+            f"--model-config-name={model_config_name}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--http-address=127.0.0.1",
+            "--grpc-address=127.0.0.1",
+            "--log-verbose=0",
+            "--exit-on-error=false",
+            *(f"--load-model={name}" for name in load_models),
+        ]
+        model_repository.mkdir(parents=True, exist_ok=True)
+        self.process = ManagedProcess(
+            "triton", argv, log_path=workdir / "logs" / "triton.log", env=_server_env()
+        )
+
+    def _live(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/live", timeout=1) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def start(self, timeout: float = 90.0) -> EmbeddedTriton:
+        self.process.start()
+        self.process.wait_ready(self._live, timeout)
+        return self
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def __enter__(self) -> EmbeddedTriton:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,44 @@
+"""The one interface every ranking architecture implements (and Triton serves).
+
+``forward(user_row [B,1], history_rows [B,H], candidate_rows [B,C]) -> scores [B,C]``, all
+indices int64, row 0 = padding/unknown (see ``freshrank.model.ids``). Architectures register
+in ``freshrank.model.registry`` by name; the trainer and exporter only see this interface.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+__all__ = ["ModelConfig", "RankingModel"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    architecture: str = "din"
+    num_users: int = 100_000  # embedding rows incl. row 0
+    num_items: int = 100_000
+    dim: int = 32
+    history_len: int = 20
+
+
+class RankingModel(nn.Module):
+    """Base class: subclasses define ``forward`` with the signature above."""
+
+    # TorchScript cannot compile a dataclass attribute; serving never needs it.
+    __jit_ignored_attributes__ = ["config"]
+    config: ModelConfig
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def reset_rows(self, table: str, rows: list[int]) -> None:
+        """Re-initialise embedding rows handed back by ID-map eviction."""
+        embedding = getattr(self, f"{table}_embedding", None)
+        if isinstance(embedding, nn.Embedding) and rows:
+            with torch.no_grad():
+                index = torch.tensor(rows, dtype=torch.long, device=embedding.weight.device)
+                embedding.weight[index] = torch.randn_like(embedding.weight[index]) * 0.01

@@ -1,0 +1,134 @@
+"""Start, watch and stop the whole local stack; nothing survives it (see ManagedProcess)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from freshrank.core.kafka import ensure_topics
+from freshrank.embedded import EmbeddedBroker, EmbeddedTriton, ManagedProcess, free_port
+
+__all__ = ["SERVICE_ROLES", "LocalStack", "StackConfig"]
+
+log = logging.getLogger(__name__)
+SERVICE_ROLES = ("feature", "trainer", "ranking")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StackConfig:
+    workdir: Path = Path(".freshrank/stack")
+    name: str = "freshrank"
+    services: tuple[str, ...] = SERVICE_ROLES
+    architecture: str = "din"
+    export_interval_s: float = 5.0
+    extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.workdir = config.workdir.resolve()
+        self.model_repository = self.workdir / "models"
+        self.broker = EmbeddedBroker(self.workdir)
+        self.triton = EmbeddedTriton(self.workdir, self.model_repository)
+        self.ports = {"feature": free_port(), "trainer": free_port(), "ranking": free_port()}
+        self.services: dict[str, ManagedProcess] = {}
+
+    def url(self, role: str) -> str:
+        return f"http://127.0.0.1:{self.ports[role]}"
+
+    def urls(self) -> dict[str, str]:
+        urls = {
+            "kafka": self.broker.bootstrap,
+            "triton-http": f"http://{self.triton.http_url}",
+            "triton-grpc": self.triton.grpc_url,
+        }
+        urls.update({role: self.url(role) for role in self.services})
+        return urls
+
+    def service_env(self, role: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "FRESHRANK_NAME": self.config.name,
+                "FRESHRANK_BOOTSTRAP_SERVERS": self.broker.bootstrap,
+                "FRESHRANK_PORT": str(self.ports[role]),
+                "FRESHRANK_METRICS_PORT": str(self.ports[role]),
+                "FRESHRANK_MODEL_REPOSITORY": str(self.model_repository),
+                "FRESHRANK_TRITON_URL": self.triton.http_url,
+                "FRESHRANK_FEATURE_URL": self.url("feature"),
+                "FRESHRANK_DATABASE_URL": f"sqlite+aiosqlite:///{self.workdir / 'features.db'}",
+                "FRESHRANK_CHECKPOINT_DIR": str(self.workdir / "checkpoints"),
+                "FRESHRANK_ARCHITECTURE": self.config.architecture,
+                "FRESHRANK_EXPORT_INTERVAL_S": str(self.config.export_interval_s),
+                "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
+            }
+        )
+        env.update(self.config.extra_env)
+        return env
+
+    def start(self) -> LocalStack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.broker.start()
+            ensure_topics(
+                self.broker.bootstrap,
+                [f"{self.config.name}.events", f"{self.config.name}.events.dlq"],
+            )
+            self.triton.start()
+            for role in self.config.services:
+                self._start_service(role)
+            self._write_state()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_service(self, role: str) -> None:
+        process = ManagedProcess(
+            role,
+            [sys.executable, "-m", "freshrank.cli", role],
+            log_path=self.workdir / "logs" / f"{role}.log",
+            env=self.service_env(role),
+        )
+        process.start()
+        self.services[role] = process
+        process.wait_ready(lambda: _http_ok(f"{self.url(role)}/healthz"), timeout=120)
+
+    def _write_state(self) -> None:
+        state = {"pid": os.getpid(), "urls": self.urls()}
+        (self.workdir / "stack.json").write_text(json.dumps(state, indent=2))
+
+    def stop(self) -> None:
+        for role in reversed(list(self.services)):
+            self.services[role].stop()
+        self.services.clear()
+        self.triton.stop()
+        self.broker.stop()
+        (self.workdir / "stack.json").unlink(missing_ok=True)
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False

@@ -1,0 +1,48 @@
+"""Fixtures shared by every test package: real embedded components on free loopback ports."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from freshrank.core.telemetry import setup_tracing
+from freshrank.embedded import EmbeddedBroker, EmbeddedTriton
+
+
+@pytest.fixture(scope="session")
+def span_exporter() -> InMemorySpanExporter:
+    """The process-wide in-memory span exporter (OpenTelemetry allows one global provider)."""
+    exporter = InMemorySpanExporter()
+    setup_tracing("freshrank-tests", exporter=exporter)
+    return exporter
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """One real Tansu broker for the session; tests isolate themselves with unique topics."""
+    with EmbeddedBroker(tmp_path_factory.mktemp("broker")) as running:
+        yield running
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A deployment name unique to this test (topics, groups and model names derive from it)."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def model_repository(tmp_path: Path) -> Path:
+    path = tmp_path / "models"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def triton(tmp_path: Path, model_repository: Path) -> Iterator[EmbeddedTriton]:
+    """A real tritonserver (explicit model control) over this test's model repository."""
+    with EmbeddedTriton(tmp_path, model_repository) as running:
+        yield running
