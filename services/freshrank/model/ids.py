@@ -53,6 +53,10 @@ class IdMap:
     def id_of(self, row: int) -> str | None:
         return self._ids[row] if 0 < row < self.capacity else None
 
+    def active_rows(self) -> npt.NDArray[np.int64]:
+        """Rows owned by an ID, ascending (the catalogue a full ranking scores)."""
+        return np.sort(np.fromiter(self._rows.values(), dtype=np.int64, count=len(self._rows)))
+
     def known_ids(self) -> list[str]:
         """Active IDs in row order."""
         return [i for i in self._ids if i is not None]
@@ -116,6 +120,17 @@ class IdMap:
             table._last_seen[int(row)] = seen
         used = set(table._rows.values())
         table._free = [r for r in range(table.capacity - 1, 0, -1) if r not in used]
+        return table
+
+    def state_dict(self) -> dict[str, Any]:
+        """``to_json`` plus the free-row order, so a resumed trainer assigns the same rows."""
+        return {**self.to_json(), "free": list(self._free)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> IdMap:
+        table = cls.from_json(state)
+        if "free" in state:
+            table._free = [int(r) for r in state["free"]]
         return table
 
     def save(self, path: Path) -> None:

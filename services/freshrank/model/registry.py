@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from freshrank.model.base import ModelConfig, RankingModel
+from freshrank.model.din import DeepInterestNetwork
 from freshrank.model.mf import MatrixFactorization
 
 __all__ = ["ARCHITECTURES", "build_model"]
 
 ARCHITECTURES: dict[str, Callable[[ModelConfig], RankingModel]] = {
     "mf": MatrixFactorization,
+    "din": DeepInterestNetwork,
 }
 
 

@@ -59,8 +59,8 @@ class LocalStack:
             {
                 "FRESHRANK_NAME": self.config.name,
                 "FRESHRANK_BOOTSTRAP_SERVERS": self.broker.bootstrap,
+                "FRESHRANK_HOST": "127.0.0.1",
                 "FRESHRANK_PORT": str(self.ports[role]),
-                "FRESHRANK_METRICS_PORT": str(self.ports[role]),
                 "FRESHRANK_MODEL_REPOSITORY": str(self.model_repository),
                 "FRESHRANK_TRITON_URL": self.triton.http_url,
                 "FRESHRANK_FEATURE_URL": self.url("feature"),

@@ -1,0 +1,44 @@
+"""The freshrank operator: RecommenderDeployment -> feature, trainer, Triton, ranking on Kubernetes.
+
+Layers: ``crd`` (the schema, loaded from crds/), ``render`` (pure manifests), ``autoscaler``
+(pure control law), ``observe``/``status`` (pure readings), ``kube``/``reconcile`` (async
+API work), ``handlers``/``runtime`` (Kopf). Only the last two import Kopf.
+"""
+
+from __future__ import annotations
+
+from freshrank_operator.autoscaler import Autoscaler, Decision, Policy
+from freshrank_operator.config import OperatorConfig
+from freshrank_operator.crd import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    apply_defaults,
+    crd_path,
+    load_crd,
+    schema_errors,
+    validate,
+)
+from freshrank_operator.render import Desired
+from freshrank_operator.render import render as render_manifests
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "VERSION",
+    "Autoscaler",
+    "Decision",
+    "Desired",
+    "OperatorConfig",
+    "Policy",
+    "apply_defaults",
+    "crd_path",
+    "load_crd",
+    "render_manifests",
+    "schema_errors",
+    "validate",
+]

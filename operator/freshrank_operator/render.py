@@ -1,0 +1,624 @@
+"""Pure renderers: a RecommenderDeployment (defaulted) -> the Kubernetes manifests it owns.
+
+No I/O and no Kopf here: the same input always gives the same manifests, so reconciles are
+idempotent and an update touches only the objects whose rendering changed (each manifest
+carries a hash of itself in ``freshrank.io/spec-hash``; pod templates carry the hash of the
+config they consume, so a config change rolls exactly the pods that read it).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from freshrank_operator.crd import API_VERSION, KIND, apply_defaults, object_schema
+
+__all__ = [
+    "CONFIG_HASH_ANNOTATION",
+    "DEFAULT_IMAGE",
+    "MANAGED_BY",
+    "PORTS",
+    "SPEC_HASH_ANNOTATION",
+    "Desired",
+    "child_key",
+    "defaulted",
+    "manifest_hash",
+    "render",
+    "selector_labels",
+]
+
+Manifest = dict[str, Any]
+
+DEFAULT_IMAGE = "ghcr.io/freshrank/freshrank:0.1.0"
+MANAGED_BY = "freshrank-operator"
+SPEC_HASH_ANNOTATION = "freshrank.io/spec-hash"
+CONFIG_HASH_ANNOTATION = "freshrank.io/config-hash"
+PORTS = {"ranking": 8080, "feature": 8081, "trainer": 8082}
+TRITON_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+MODELS_MOUNT = "/models"
+CHECKPOINTS_MOUNT = "/checkpoints"
+FEATURE_DATA_MOUNT = "/data"
+RANKING_ROUTE = "/v1/rank"
+LATENCY_METRIC = "freshrank_http_request_duration_seconds"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the renderer needs besides the CR: decisions that live outside the spec."""
+
+    default_image: str = DEFAULT_IMAGE
+    # The autoscaler's current decision for the ranking Deployment (operator engine only);
+    # None means "start from spec.ranking.replicas".
+    ranking_replicas: int | None = None
+
+
+def defaulted(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec`` with the CRD's defaults filled in (the API server does this; the emulator not)."""
+    schema = object_schema()["properties"]["spec"]
+    result: dict[str, Any] = apply_defaults(copy.deepcopy(dict(spec)), schema)
+    return result
+
+
+def manifest_hash(manifest: Mapping[str, Any]) -> str:
+    """A stable hash of a manifest's content (its own hash annotation excluded)."""
+    body = copy.deepcopy(dict(manifest))
+    body.get("metadata", {}).get("annotations", {}).pop(SPEC_HASH_ANNOTATION, None)
+    encoded = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def child_key(manifest: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(apiVersion, kind, name): what identifies a child within its namespace."""
+    return manifest["apiVersion"], manifest["kind"], manifest["metadata"]["name"]
+
+
+def selector_labels(name: str, component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": component}
+
+
+@dataclass(frozen=True)
+class _Cr:
+    name: str
+    namespace: str
+    uid: str
+    spec: dict[str, Any]
+    desired: Desired
+
+    @property
+    def image(self) -> str:
+        return str(self.spec.get("image") or self.desired.default_image)
+
+    def child(self, role: str) -> str:
+        return f"{self.name}-{role}"
+
+
+def render(cr: Mapping[str, Any], desired: Desired | None = None) -> list[Manifest]:
+    """Every child object of ``cr`` (a RecommenderDeployment as read from the API)."""
+    meta = cr["metadata"]
+    ctx = _Cr(
+        name=meta["name"],
+        namespace=meta["namespace"],
+        uid=meta["uid"],
+        spec=defaulted(cr.get("spec", {})),
+        desired=desired or Desired(),
+    )
+    config = _config_map(ctx)
+    config_hash = manifest_hash(config["data"])
+    manifests: list[Manifest] = [config]
+    manifests += _feature(ctx, config_hash)
+    manifests += _model_repository_claim(ctx)
+    manifests += _trainer(ctx, config_hash)
+    manifests += _triton(ctx)
+    manifests += _ranking(ctx, config_hash)
+    manifests += _autoscaler_objects(ctx)
+    for manifest in manifests:
+        manifest["metadata"]["annotations"][SPEC_HASH_ANNOTATION] = manifest_hash(manifest)
+    return manifests
+
+
+# --- shared pieces ---------------------------------------------------------------------------
+
+
+def _metadata(ctx: _Cr, name: str, component: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": ctx.namespace,
+        "labels": {
+            "app.kubernetes.io/name": "freshrank",
+            "app.kubernetes.io/part-of": "freshrank",
+            "app.kubernetes.io/managed-by": MANAGED_BY,
+            **selector_labels(ctx.name, component),
+        },
+        "annotations": {},
+        "ownerReferences": [
+            {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": ctx.name,
+                "uid": ctx.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+def _resources(spec: Mapping[str, Any], gpus: int = 0) -> dict[str, Any]:
+    resources = copy.deepcopy(dict(spec.get("resources") or {}))
+    resources = {k: v for k, v in resources.items() if k in {"requests", "limits"} and v}
+    if gpus > 0:
+        # GPUs are extended resources: requested through limits only.
+        resources.setdefault("limits", {})[GPU_RESOURCE] = gpus
+    return resources
+
+
+def _gpu_scheduling(spec: Mapping[str, Any], gpus: int) -> dict[str, Any]:
+    pod: dict[str, Any] = {}
+    if spec.get("nodeSelector"):
+        pod["nodeSelector"] = dict(spec["nodeSelector"])
+    tolerations = [dict(t) for t in spec.get("tolerations") or []]
+    if gpus > 0 and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
+        # GPU node pools are commonly tainted with nvidia.com/gpu; tolerate it by default.
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    if tolerations:
+        pod["tolerations"] = tolerations
+    return pod
+
+
+def _probes(port: int | str) -> dict[str, Any]:
+    return {
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": port},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": port},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+    }
+
+
+_RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def _env(values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [{"name": key, "value": str(value)} for key, value in values.items()]
+
+
+def _service_container(
+    ctx: _Cr, role: str, env: Mapping[str, Any], resources: dict[str, Any]
+) -> dict[str, Any]:
+    env_from: list[dict[str, Any]] = [{"configMapRef": {"name": ctx.child("config")}}]
+    secret = ctx.spec["kafka"].get("credentialsSecret")
+    if secret:
+        env_from.append({"secretRef": {"name": secret["name"]}})
+    container: dict[str, Any] = {
+        "name": role,
+        "image": ctx.image,
+        "imagePullPolicy": ctx.spec["imagePullPolicy"],
+        "args": [role],
+        "ports": [{"name": "http", "containerPort": PORTS[role], "protocol": "TCP"}],
+        "envFrom": env_from,
+        "env": _env(env),
+        "securityContext": copy.deepcopy(_RESTRICTED),
+        **_probes("http"),
+    }
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def _pod_template(
+    ctx: _Cr, component: str, containers: list[dict[str, Any]], config_hash: str | None
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"labels": selector_labels(ctx.name, component)}
+    if config_hash is not None:
+        metadata["annotations"] = {CONFIG_HASH_ANNOTATION: config_hash}
+    return {"metadata": metadata, "spec": {"containers": containers}}
+
+
+def _deployment(
+    ctx: _Cr, component: str, template: dict[str, Any], replicas: int | None
+) -> Manifest:
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(ctx.name, component)},
+        "template": template,
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(ctx, ctx.child(component), component),
+        "spec": spec,
+    }
+
+
+def _service(
+    ctx: _Cr, component: str, ports: Mapping[str, int], *, headless: bool = False
+) -> Manifest:
+    spec: dict[str, Any] = {
+        "selector": selector_labels(ctx.name, component),
+        "ports": [
+            {"name": port_name, "port": port, "targetPort": port, "protocol": "TCP"}
+            for port_name, port in ports.items()
+        ],
+    }
+    if headless:
+        spec["clusterIP"] = "None"
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(ctx, ctx.child(component), component),
+        "spec": spec,
+    }
+
+
+def _claim(
+    ctx: _Cr, name: str, component: str, size: str, access: str, cls: str | None
+) -> Manifest:
+    spec: dict[str, Any] = {
+        "accessModes": [access],
+        "resources": {"requests": {"storage": size}},
+    }
+    if cls:
+        spec["storageClassName"] = cls
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(ctx, name, component),
+        "spec": spec,
+    }
+
+
+# --- the children ----------------------------------------------------------------------------
+
+
+def _config_map(ctx: _Cr) -> Manifest:
+    telemetry = ctx.spec["telemetry"]
+    data = {
+        "FRESHRANK_NAME": ctx.name,
+        "FRESHRANK_BOOTSTRAP_SERVERS": ctx.spec["kafka"]["bootstrapServers"],
+        "FRESHRANK_OTLP_ENDPOINT": telemetry["otlpEndpoint"],
+        "FRESHRANK_TRACE_SAMPLE_RATIO": str(telemetry["sampleRatio"]),
+        "FRESHRANK_LOG_LEVEL": telemetry["logLevel"],
+        "OTEL_EXPORTER_OTLP_ENDPOINT": telemetry["otlpEndpoint"],
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(ctx, ctx.child("config"), "config"),
+        "data": data,
+    }
+
+
+def _feature(ctx: _Cr, config_hash: str) -> list[Manifest]:
+    store = ctx.spec["featureStore"]
+    env: dict[str, Any] = {
+        "FRESHRANK_HOST": "0.0.0.0",
+        "FRESHRANK_PORT": PORTS["feature"],
+        "FRESHRANK_HISTORY_LENGTH": ctx.spec["model"]["historyLength"],
+    }
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    manifests: list[Manifest] = []
+    if not store.get("dsnSecret"):
+        # SQLite, the embedded default: one writer on a persistent volume.
+        env["FRESHRANK_DATABASE_URL"] = f"sqlite+aiosqlite:///{FEATURE_DATA_MOUNT}/features.db"
+        claim = ctx.child("feature-data")
+        manifests.append(_claim(ctx, claim, "feature", "1Gi", "ReadWriteOnce", None))
+        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": "data", "mountPath": FEATURE_DATA_MOUNT})
+    container = _service_container(ctx, "feature", env, _resources(store))
+    if store.get("dsnSecret"):
+        secret = store["dsnSecret"]
+        container["env"].append(
+            {
+                "name": "FRESHRANK_DATABASE_URL",
+                "valueFrom": {"secretKeyRef": {"name": secret["name"], "key": secret["key"]}},
+            }
+        )
+    if mounts:
+        container["volumeMounts"] = mounts
+    template = _pod_template(ctx, "feature", [container], config_hash)
+    if volumes:
+        template["spec"]["volumes"] = volumes
+    deployment = _deployment(ctx, "feature", template, store["replicas"])
+    if not store.get("dsnSecret"):
+        # A single-writer volume must never have two pods at once.
+        deployment["spec"]["strategy"] = {"type": "Recreate"}
+    manifests.append(deployment)
+    manifests.append(_service(ctx, "feature", {"http": PORTS["feature"]}))
+    return manifests
+
+
+def _models_volume(ctx: _Cr) -> dict[str, Any] | None:
+    repository = ctx.spec["triton"]["modelRepository"]
+    if repository.get("url"):
+        return None
+    claim = repository.get("claimName") or ctx.child("models")
+    return {"name": "models", "persistentVolumeClaim": {"claimName": claim}}
+
+
+def _model_repository_location(ctx: _Cr) -> str:
+    url = ctx.spec["triton"]["modelRepository"].get("url")
+    return str(url) if url else MODELS_MOUNT
+
+
+def _model_repository_claim(ctx: _Cr) -> list[Manifest]:
+    repository = ctx.spec["triton"]["modelRepository"]
+    if repository.get("url") or repository.get("claimName"):
+        return []
+    # Trainer writes, Triton reads: both mount it, possibly on different nodes.
+    claim = _claim(
+        ctx,
+        ctx.child("models"),
+        "models",
+        repository["size"],
+        "ReadWriteMany",
+        repository.get("storageClassName"),
+    )
+    return [claim]
+
+
+def _trainer(ctx: _Cr, config_hash: str) -> list[Manifest]:
+    trainer, model = ctx.spec["trainer"], ctx.spec["model"]
+    gate = trainer["qualityGate"]
+    env = {
+        "FRESHRANK_PORT": PORTS["trainer"],
+        "FRESHRANK_MODEL_REPOSITORY": _model_repository_location(ctx),
+        "FRESHRANK_CHECKPOINT_DIR": CHECKPOINTS_MOUNT,
+        "FRESHRANK_TRITON_URL": f"{ctx.child('triton')}:{TRITON_PORTS['http']}",
+        "FRESHRANK_ARCHITECTURE": model["architecture"],
+        "FRESHRANK_DIM": model["dim"],
+        "FRESHRANK_HISTORY_LEN": model["historyLength"],
+        "FRESHRANK_NUM_USERS": model["numUsers"],
+        "FRESHRANK_NUM_ITEMS": model["numItems"],
+        "FRESHRANK_LEARNING_RATE": model["learningRate"],
+        "FRESHRANK_BATCH_SIZE": trainer["batchSize"],
+        "FRESHRANK_EXPORT_INTERVAL_S": trainer["exportIntervalSeconds"],
+        "FRESHRANK_QUALITY_METRIC": gate["metric"],
+        "FRESHRANK_MAX_REGRESSION": gate["maxRegression"],
+        "FRESHRANK_MIN_EVENTS": gate["minEvents"],
+        "FRESHRANK_DEVICE": "cuda" if trainer["gpus"] > 0 else "cpu",
+    }
+    container = _service_container(ctx, "trainer", env, _resources(trainer, trainer["gpus"]))
+    mounts = [{"name": "checkpoints", "mountPath": CHECKPOINTS_MOUNT}]
+    volumes = []
+    models = _models_volume(ctx)
+    if models is not None:
+        mounts.append({"name": "models", "mountPath": MODELS_MOUNT})
+        volumes.append(models)
+    container["volumeMounts"] = mounts
+    template = _pod_template(ctx, "trainer", [container], config_hash)
+    template["spec"].update(_gpu_scheduling(trainer, trainer["gpus"]))
+    if volumes:
+        template["spec"]["volumes"] = volumes
+    checkpoint = trainer["checkpoint"]
+    claim_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": checkpoint["size"]}},
+    }
+    if checkpoint.get("storageClassName"):
+        claim_spec["storageClassName"] = checkpoint["storageClassName"]
+    statefulset: Manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _metadata(ctx, ctx.child("trainer"), "trainer"),
+        "spec": {
+            # One consumer group member owns the checkpoint (model, optimizer, offsets).
+            "replicas": 1,
+            "serviceName": ctx.child("trainer"),
+            # Deleting the deployment deletes its checkpoints too: nothing is left orphaned.
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": "Delete",
+                "whenScaled": "Retain",
+            },
+            "selector": {"matchLabels": selector_labels(ctx.name, "trainer")},
+            "template": template,
+            "volumeClaimTemplates": [
+                {"metadata": {"name": "checkpoints"}, "spec": claim_spec},
+            ],
+        },
+    }
+    service = _service(ctx, "trainer", {"http": PORTS["trainer"]}, headless=True)
+    return [statefulset, service]
+
+
+def _triton(ctx: _Cr) -> list[Manifest]:
+    triton = ctx.spec["triton"]
+    gpus = triton["gpus"]
+    args = [
+        "tritonserver",
+        f"--model-repository={_model_repository_location(ctx)}",
+        "--model-control-mode=explicit",
+        f"--http-port={TRITON_PORTS['http']}",
+        f"--grpc-port={TRITON_PORTS['grpc']}",
+        f"--metrics-port={TRITON_PORTS['metrics']}",
+    ]
+    container: dict[str, Any] = {
+        "name": "triton",
+        "image": triton["image"],
+        "imagePullPolicy": ctx.spec["imagePullPolicy"],
+        "args": args,
+        "ports": [
+            {"name": port_name, "containerPort": port, "protocol": "TCP"}
+            for port_name, port in TRITON_PORTS.items()
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "periodSeconds": 5,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+    }
+    resources = _resources(triton, gpus)
+    if resources:
+        container["resources"] = resources
+    template = _pod_template(ctx, "triton", [container], None)
+    template["spec"].update(_gpu_scheduling(triton, gpus))
+    models = _models_volume(ctx)
+    if models is not None:
+        container["volumeMounts"] = [
+            {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True}
+        ]
+        template["spec"]["volumes"] = [models]
+    deployment = _deployment(ctx, "triton", template, triton["replicas"])
+    return [deployment, _service(ctx, "triton", TRITON_PORTS)]
+
+
+def _ranking_replicas(ctx: _Cr) -> int | None:
+    autoscaling = ctx.spec["autoscaling"]
+    if autoscaling["enabled"] and autoscaling["engine"] in {"hpa", "keda"}:
+        return None  # the HPA owns .spec.replicas
+    if autoscaling["enabled"] and ctx.desired.ranking_replicas is not None:
+        return ctx.desired.ranking_replicas
+    replicas = int(ctx.spec["ranking"]["replicas"])
+    if autoscaling["enabled"]:
+        replicas = min(max(replicas, autoscaling["minReplicas"]), autoscaling["maxReplicas"])
+    return replicas
+
+
+def _ranking(ctx: _Cr, config_hash: str) -> list[Manifest]:
+    ranking = ctx.spec["ranking"]
+    env = {
+        "FRESHRANK_HOST": "0.0.0.0",
+        "FRESHRANK_PORT": PORTS["ranking"],
+        "FRESHRANK_FEATURE_URL": f"http://{ctx.child('feature')}:{PORTS['feature']}",
+        "FRESHRANK_TRITON_URL": f"{ctx.child('triton')}:{TRITON_PORTS['http']}",
+        "FRESHRANK_TRITON_PROTOCOL": "http",
+        "FRESHRANK_TRITON_DEADLINE_MS": ranking["timeoutMs"],
+        "FRESHRANK_MODEL_REPOSITORY": _model_repository_location(ctx),
+        "FRESHRANK_HISTORY_LEN": ctx.spec["model"]["historyLength"],
+    }
+    container = _service_container(ctx, "ranking", env, _resources(ranking))
+    template = _pod_template(ctx, "ranking", [container], config_hash)
+    models = _models_volume(ctx)
+    if models is not None:
+        # The ranking API reads each version's ids.json (string IDs -> embedding rows).
+        container["volumeMounts"] = [
+            {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True}
+        ]
+        template["spec"]["volumes"] = [models]
+    template["metadata"].setdefault("annotations", {}).update(
+        {"prometheus.io/scrape": "true", "prometheus.io/port": str(PORTS["ranking"])}
+    )
+    deployment = _deployment(ctx, "ranking", template, _ranking_replicas(ctx))
+    return [deployment, _service(ctx, "ranking", {"http": PORTS["ranking"]})]
+
+
+def latency_query(name: str, namespace: str, window_seconds: int) -> str:
+    """PromQL for the ranking p95 (seconds): the one query every engine scales on."""
+    selector = f'namespace="{namespace}",pod=~"{name}-ranking-.*",route="{RANKING_ROUTE}"'
+    return (
+        f"histogram_quantile(0.95, sum by (le) "
+        f"(rate({LATENCY_METRIC}_bucket{{{selector}}}[{window_seconds}s])))"
+    )
+
+
+def _autoscaler_objects(ctx: _Cr) -> list[Manifest]:
+    autoscaling = ctx.spec["autoscaling"]
+    if not autoscaling["enabled"] or autoscaling["engine"] == "operator":
+        return []
+    target_seconds = autoscaling["targetP95Ms"] / 1000.0
+    if autoscaling["engine"] == "hpa":
+        return [_hpa(ctx, autoscaling, target_seconds)]
+    return [_scaled_object(ctx, autoscaling, target_seconds)]
+
+
+def _hpa(ctx: _Cr, autoscaling: Mapping[str, Any], target_seconds: float) -> Manifest:
+    # The per-pod p95 comes from the custom metrics API (prometheus-adapter serving
+    # latency_query() as freshrank_ranking_p95_seconds; see docs/operator.md).
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(ctx, ctx.child("ranking"), "ranking"),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": ctx.child("ranking"),
+            },
+            "minReplicas": autoscaling["minReplicas"],
+            "maxReplicas": autoscaling["maxReplicas"],
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": "freshrank_ranking_p95_seconds"},
+                        "target": {"type": "AverageValue", "averageValue": f"{target_seconds:g}"},
+                    },
+                }
+            ],
+            "behavior": _hpa_behavior(autoscaling),
+        },
+    }
+
+
+def _hpa_behavior(autoscaling: Mapping[str, Any]) -> dict[str, Any]:
+    period = int(autoscaling["periodSeconds"])
+    up_percent = round((float(autoscaling["maxScaleUpFactor"]) - 1.0) * 100)
+    return {
+        "scaleUp": {
+            "stabilizationWindowSeconds": autoscaling["scaleUpStabilizationSeconds"],
+            "selectPolicy": "Max",
+            "policies": [
+                {"type": "Percent", "value": max(up_percent, 1), "periodSeconds": period},
+                {"type": "Pods", "value": 1, "periodSeconds": period},
+            ],
+        },
+        "scaleDown": {
+            "stabilizationWindowSeconds": autoscaling["scaleDownStabilizationSeconds"],
+            "selectPolicy": "Min",
+            "policies": [
+                {
+                    "type": "Pods",
+                    "value": autoscaling["maxScaleDownStep"],
+                    "periodSeconds": period,
+                }
+            ],
+        },
+    }
+
+
+def _scaled_object(ctx: _Cr, autoscaling: Mapping[str, Any], target_seconds: float) -> Manifest:
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": _metadata(ctx, ctx.child("ranking"), "ranking"),
+        "spec": {
+            "scaleTargetRef": {"name": ctx.child("ranking")},
+            "pollingInterval": autoscaling["periodSeconds"],
+            "minReplicaCount": autoscaling["minReplicas"],
+            "maxReplicaCount": autoscaling["maxReplicas"],
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _hpa_behavior(autoscaling)}},
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    # Value, not AverageValue: a latency quantile does not add up across pods.
+                    "metricType": "Value",
+                    "metadata": {
+                        "serverAddress": autoscaling["prometheusUrl"],
+                        "query": latency_query(
+                            ctx.name, ctx.namespace, int(autoscaling["windowSeconds"])
+                        ),
+                        "threshold": f"{target_seconds:g}",
+                    },
+                }
+            ],
+        },
+    }

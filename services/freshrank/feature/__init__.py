@@ -1,0 +1,1 @@
+"""Feature service: streaming user/item features in a SQL store, served over aiohttp on 8081."""

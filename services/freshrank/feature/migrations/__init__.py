@@ -1,0 +1,1 @@
+"""Alembic migrations of the feature store (run through ``freshrank.feature.migrate``)."""

@@ -1,0 +1,452 @@
+"""The feature store: SQLAlchemy 2 (async) over PostgreSQL (psycopg 3) or SQLite.
+
+Writes: one transaction per ingest batch records the batch's event ids in
+``feature_processed_events`` (unique key; ``INSERT .. ON CONFLICT DO NOTHING RETURNING``) and
+applies only the events that were new, so a redelivered event changes nothing. Item counters
+are merged in SQL (``ON CONFLICT DO UPDATE`` with the decay in the expression) because items
+are shared by every partition; a user's row (counters plus the last N history entries) is
+read-modified-written under a row lock, since one partition owns each user (key = user id).
+
+Reads: one primary-key lookup per batch (``= ANY(array)`` on PostgreSQL, ``IN`` on SQLite),
+in autocommit; counters are decayed to the stream clock (the latest event time applied, or
+seen in the store) at read time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy.ext.asyncio as sa_asyncio
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    any_,
+    bindparam,
+    case,
+    event,
+    func,
+    literal,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from freshrank.core.codec import InteractionEvent
+from freshrank.feature.decay import decay, fold, merge
+from freshrank.v1 import features_pb2
+
+__all__ = [
+    "AppliedBatch",
+    "FeatureStore",
+    "ItemRow",
+    "UserRow",
+    "create_engine",
+    "metadata",
+]
+
+metadata = MetaData()
+processed_events = Table(
+    "feature_processed_events",
+    metadata,
+    Column("event_id", String(128), primary_key=True),
+    Column("ingested_ms", BigInteger, nullable=False),
+)
+users = Table(
+    "feature_users",
+    metadata,
+    Column("user_id", String(256), primary_key=True),
+    Column("event_count", BigInteger, nullable=False),
+    Column("decayed", Double, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("history", LargeBinary, nullable=False),
+)
+items = Table(
+    "feature_items",
+    metadata,
+    Column("item_id", String(256), primary_key=True),
+    Column("event_count", BigInteger, nullable=False),
+    Column("decayed", Double, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# Keeps each multi-row statement well under SQLite's and PostgreSQL's bound-parameter limits.
+_CHUNK = 500
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UserRow:
+    user_id: str
+    event_count: int
+    decayed: float  # decayed to the store clock at read time
+    history: bytes  # serialized UserFeatures carrying only ``history`` (most recent first)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ItemRow:
+    item_id: str
+    event_count: int
+    decayed: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AppliedBatch:
+    """What one ``apply`` changed (for cache invalidation and metrics)."""
+
+    received: int
+    applied: int
+    users: frozenset[str]
+    items: frozenset[str]
+    clock_ms: int
+
+
+def create_engine(url: str, *, schema: str = "", pool_size: int = 8) -> AsyncEngine:
+    """An async engine with SQL spans; on PostgreSQL ``schema`` leads the search path."""
+    _instrument_sql()
+    # Looked up at call time: the instrumentor wraps ``create_async_engine`` in its module.
+    create_async_engine = sa_asyncio.create_async_engine
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        return engine
+    connect_args: dict[str, Any] = {"connect_timeout": 3}
+    if schema:
+        connect_args["options"] = f"-c search_path={schema}"
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=3,
+        connect_args=connect_args,
+    )
+
+
+def _instrument_sql() -> None:
+    """Trace every engine created from now on (the instrumentor may be installed only once)."""
+    instrumentor = SQLAlchemyInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        # The 0.66b1 instrumentor declares SQLAlchemy < 2.1; the event API it uses is unchanged.
+        instrumentor.instrument(enable_commenter=False, skip_dep_check=True)
+
+
+def _sqlite_begin(connection: Any) -> None:
+    """Emit BEGIN ourselves: the sqlite3 driver would not open a transaction before DDL, so a
+    migration interrupted half-way would leave tables without their Alembic version stamp."""
+    if connection.get_isolation_level() != "AUTOCOMMIT":
+        connection.exec_driver_sql("BEGIN")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets API reads run while the ingester writes; NORMAL sync is durable at checkpoints
+    # and crash-consistent (a SIGKILLed process loses no committed transaction).
+    dbapi_connection.isolation_level = None  # no driver-side implicit BEGIN; see _sqlite_begin
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+async def ensure_schema(engine: AsyncEngine, schema: str) -> None:
+    """Create the PostgreSQL schema the search path names (migrations create the tables)."""
+    if schema and engine.dialect.name == "postgresql":
+        async with engine.begin() as connection:
+            await connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+
+
+class FeatureStore:
+    def __init__(self, engine: AsyncEngine, *, history_length: int, half_life_ms: float) -> None:
+        self.engine = engine
+        self.history_length = history_length
+        self.half_life_ms = half_life_ms
+        self.clock_ms = 0  # latest event time applied: "now" for decayed reads
+        # Reads are single statements: autocommit spares the BEGIN and ROLLBACK round trips.
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._dialect = engine.dialect.name
+
+    def _bulk_insert(self, table: Table, rows: list[dict[str, Any]]) -> tuple[Any, Any]:
+        """An ``INSERT`` of ``rows`` for this dialect, and the parameters to execute it with.
+
+        PostgreSQL gets the whole batch as one JSON parameter expanded by
+        ``json_populate_recordset`` into the table's row type: the statement text is the same
+        for every batch size (prepared once), and encoding is one C ``json.dumps`` instead of
+        per-value adaptation. SQLite gets the rows as executemany parameters.
+        """
+        if self._dialect != "postgresql":
+            return sqlite.insert(table), rows
+        columns = list(rows[0])
+        payload = json.dumps([{c: _json_value(row[c]) for c in columns} for row in rows])
+        source = text(
+            f"SELECT {', '.join(columns)} FROM json_populate_recordset("
+            f"NULL::{table.name}, CAST(:bulk_rows AS json))"
+        ).bindparams(bulk_rows=payload)
+        columns_clause = source.columns(*(table.c[c] for c in columns))
+        return postgresql.insert(table).from_select(columns, columns_clause), None
+
+    async def load_clock(self) -> int:
+        async with self._reader.connect() as connection:
+            latest = (await connection.execute(select(func.max(items.c.updated_ms)))).scalar()
+        self.clock_ms = max(self.clock_ms, int(latest or 0))
+        return self.clock_ms
+
+    async def ping(self) -> None:
+        async with self._reader.connect() as connection:
+            await connection.execute(select(literal(1)))
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def apply(self, events: Sequence[InteractionEvent]) -> AppliedBatch:
+        """Apply the events not applied before, atomically; returns what changed."""
+        unique = _dedupe(events)
+        async with self.engine.begin() as connection:
+            fresh_ids = await self._claim(connection, [e.event_id for e in unique])
+            fresh = [e for e in unique if e.event_id in fresh_ids]
+            if fresh:
+                await self._apply_items(connection, fresh)
+                await self._apply_users(connection, fresh)
+        if fresh:
+            self.clock_ms = max(self.clock_ms, max(e.timestamp_ms for e in fresh))
+        return AppliedBatch(
+            received=len(events),
+            applied=len(fresh),
+            users=frozenset(e.user_id for e in fresh),
+            items=frozenset(e.item_id for e in fresh),
+            clock_ms=self.clock_ms,
+        )
+
+    async def _claim(self, connection: AsyncConnection, event_ids: list[str]) -> set[str]:
+        """Record ``event_ids``; return those that were not recorded before."""
+        now_ms = int(time.time() * 1000)
+        rows = [{"event_id": i, "ingested_ms": now_ms} for i in event_ids]
+        insert, params = self._bulk_insert(processed_events, rows)
+        statement = insert.on_conflict_do_nothing(index_elements=["event_id"]).returning(
+            processed_events.c.event_id
+        )
+        result = await connection.execute(statement, params)
+        return set(result.scalars())
+
+    async def _apply_items(
+        self, connection: AsyncConnection, events: list[InteractionEvent]
+    ) -> None:
+        times: dict[str, list[int]] = defaultdict(list)
+        for e in events:
+            times[e.item_id].append(e.timestamp_ms)
+        rows = []
+        for item_id in sorted(times):  # one lock order for every writer: no deadlocks
+            value, at_ms = fold(times[item_id], self.half_life_ms)
+            rows.append(
+                {
+                    "item_id": item_id,
+                    "event_count": len(times[item_id]),
+                    "decayed": value,
+                    "updated_ms": at_ms,
+                }
+            )
+        statement, params = self._merge_counters(items, rows)
+        await connection.execute(statement, params)
+
+    def _merge_counters(self, table: Table, rows: list[dict[str, Any]]) -> tuple[Any, Any]:
+        """Upsert that adds decayed counters in SQL, referenced to the later timestamp."""
+        statement, params = self._bulk_insert(table, rows)
+        new, old = statement.excluded, table.c
+        half = literal(self.half_life_ms, Double)
+        newer = new.updated_ms >= old.updated_ms
+        old_decayed = old.decayed * func.power(0.5, (new.updated_ms - old.updated_ms) / half)
+        new_decayed = new.decayed * func.power(0.5, (old.updated_ms - new.updated_ms) / half)
+        upsert = statement.on_conflict_do_update(
+            index_elements=[table.primary_key.columns.values()[0].name],
+            set_={
+                "event_count": old.event_count + new.event_count,
+                "decayed": case(
+                    (newer, old_decayed + new.decayed), else_=old.decayed + new_decayed
+                ),
+                "updated_ms": case((newer, new.updated_ms), else_=old.updated_ms),
+            },
+        )
+        return upsert, params
+
+    async def _apply_users(
+        self, connection: AsyncConnection, events: list[InteractionEvent]
+    ) -> None:
+        by_user: dict[str, list[InteractionEvent]] = defaultdict(list)
+        for e in events:
+            by_user[e.user_id].append(e)
+        user_ids = sorted(by_user)
+        current: dict[str, Any] = {}
+        for chunk in _chunks(user_ids):
+            query = select(users).where(self._one_of(users.c.user_id, chunk)).with_for_update()
+            current.update({r.user_id: r for r in await connection.execute(query)})
+        rows = [self._merged_user(uid, by_user[uid], current.get(uid)) for uid in user_ids]
+        statement, params = self._bulk_insert(users, rows)
+        await connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["user_id"],
+                set_={c: statement.excluded[c] for c in rows[0] if c != "user_id"},
+            ),
+            params,
+        )
+
+    def _merged_user(
+        self, user_id: str, events: list[InteractionEvent], existing: Any
+    ) -> dict[str, Any]:
+        value, at_ms = fold((e.timestamp_ms for e in events), self.half_life_ms)
+        count = len(events)
+        if existing is not None:
+            value, at_ms = merge(
+                existing.decayed, existing.updated_ms, value, at_ms, self.half_life_ms
+            )
+            count += existing.event_count
+        return {
+            "user_id": user_id,
+            "event_count": count,
+            "decayed": value,
+            "updated_ms": at_ms,
+            "history": self._merged_history(events, existing).SerializeToString(),
+        }
+
+    def _merged_history(
+        self, events: list[InteractionEvent], existing: Any
+    ) -> features_pb2.UserFeatures:
+        """The last N entries, most recent first (ties: the later arrival first)."""
+        fresh = sorted(reversed(events), key=lambda e: e.timestamp_ms, reverse=True)
+        merged = features_pb2.UserFeatures(
+            history=[
+                features_pb2.HistoryEntry(
+                    item_id=e.item_id, type=e.type, timestamp_ms=e.timestamp_ms
+                )
+                for e in fresh[: self.history_length]
+            ]
+        )
+        if existing is None:
+            return merged
+        # The stored row's updated_ms is its newest event time. Events in order (the usual
+        # case) go in front of the stored history, merged in C by protobuf.
+        if fresh[-1].timestamp_ms >= existing.updated_ms:
+            merged.MergeFromString(existing.history)
+            del merged.history[self.history_length :]
+            return merged
+        return self._sorted_history(fresh, existing.history)
+
+    def _sorted_history(
+        self, fresh: list[InteractionEvent], stored: bytes
+    ) -> features_pb2.UserFeatures:
+        """Late events: a full merge by event time (stable, so ties keep arrival order)."""
+        entries = [(e.timestamp_ms, e.item_id, e.type) for e in fresh]
+        entries.extend(
+            (h.timestamp_ms, h.item_id, h.type)
+            for h in features_pb2.UserFeatures.FromString(stored).history
+        )
+        entries.sort(key=lambda entry: entry[0], reverse=True)
+        return features_pb2.UserFeatures(
+            history=[
+                features_pb2.HistoryEntry(item_id=item_id, type=kind, timestamp_ms=ts)
+                for ts, item_id, kind in entries[: self.history_length]
+            ]
+        )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _one_of(self, column: Any, ids: Sequence[str]) -> Any:
+        """``column IN ids``; on PostgreSQL ``= ANY(array)``: one parameter, so the statement
+        text is the same for every batch (prepared once) instead of growing with the batch."""
+        if self._dialect == "postgresql":
+            return column == any_(bindparam("ids", list(ids), type_=postgresql.ARRAY(String)))
+        return column.in_(ids)
+
+    async def users(self, user_ids: Iterable[str]) -> dict[str, UserRow]:
+        """Rows of the known users among ``user_ids`` (unknown ones are simply absent)."""
+        wanted = list(dict.fromkeys(user_ids))
+        clock = self.clock_ms
+        found: dict[str, UserRow] = {}
+        async with self._reader.connect() as connection:
+            for chunk in _chunks(wanted):
+                query = select(
+                    users.c.user_id,
+                    users.c.event_count,
+                    users.c.decayed,
+                    users.c.updated_ms,
+                    users.c.history,
+                ).where(self._one_of(users.c.user_id, chunk))
+                for uid, count, value, at_ms, history in await connection.execute(query):
+                    found[uid] = UserRow(
+                        uid, count, decay(value, at_ms, clock, self.half_life_ms), bytes(history)
+                    )
+        return found
+
+    async def items(self, item_ids: Iterable[str]) -> dict[str, ItemRow]:
+        wanted = list(dict.fromkeys(item_ids))
+        clock = self.clock_ms
+        found: dict[str, ItemRow] = {}
+        async with self._reader.connect() as connection:
+            for chunk in _chunks(wanted):
+                query = select(
+                    items.c.item_id, items.c.event_count, items.c.decayed, items.c.updated_ms
+                ).where(self._one_of(items.c.item_id, chunk))
+                for iid, count, value, at_ms in await connection.execute(query):
+                    found[iid] = ItemRow(iid, count, decay(value, at_ms, clock, self.half_life_ms))
+        return found
+
+    async def popular(self, k: int) -> list[ItemRow]:
+        """The ``k`` items with the highest popularity decayed to the store clock."""
+        clock = literal(max(self.clock_ms, 0), BigInteger)
+        half = literal(self.half_life_ms, Double)
+        # Items updated after the clock (another replica ingested them) count undecayed.
+        age = case((items.c.updated_ms < clock, clock - items.c.updated_ms), else_=0)
+        score = items.c.decayed * func.power(0.5, age / half)
+        query = (
+            select(items.c.item_id, items.c.event_count, score.label("score"))
+            .order_by(score.desc(), items.c.item_id)
+            .limit(k)
+        )
+        async with self._reader.connect() as connection:
+            return [ItemRow(i, c, s) for i, c, s in await connection.execute(query)]
+
+    async def counts(self) -> dict[str, int]:
+        """Totals, for tests and tools: processed events, user and item event counts."""
+        async with self.engine.connect() as connection:
+            processed = (
+                await connection.execute(select(func.count()).select_from(processed_events))
+            ).scalar()
+            user_events = (await connection.execute(select(func.sum(users.c.event_count)))).scalar()
+            item_events = (await connection.execute(select(func.sum(items.c.event_count)))).scalar()
+        return {
+            "processed": int(processed or 0),
+            "user_events": int(user_events or 0),
+            "item_events": int(item_events or 0),
+        }
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _json_value(value: Any) -> Any:
+    """bytea travels in PostgreSQL's hex text form inside the JSON batch."""
+    return "\\x" + value.hex() if isinstance(value, bytes) else value
+
+
+def _dedupe(events: Sequence[InteractionEvent]) -> list[InteractionEvent]:
+    """First occurrence of each event id (a batch can carry the same event twice)."""
+    seen: set[str] = set()
+    unique = []
+    for e in events:
+        if e.event_id not in seen:
+            seen.add(e.event_id)
+            unique.append(e)
+    return unique
+
+
+def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]

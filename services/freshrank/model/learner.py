@@ -1,0 +1,521 @@
+"""The incremental-training core on in-memory data: test-then-train on micro-batches.
+
+Used alike by the trainer service (Kafka) and by ``freshrank eval``. Every micro-batch is
+first *scored* with the model as it stands (HR@10 and NDCG@10 of the true item among sampled
+negatives and among all known items), and only then do the ID maps, user histories, model
+and replay buffer learn from it: prequential evaluation, so no event is ever scored by a
+model that trained on it.
+
+Evaluation protocol (shared by every learner, so baselines and models see identical
+candidates):
+- the model and ID maps are those of the batch start: users and items first seen in the
+  batch are unknown, scored on row 0 (the serving cold-start path), and still count;
+- each event's history holds the user's events before it, earlier events of the same batch
+  included (a live feature store has them; only the model lags by one micro-batch);
+- sampled: the true item against ``negatives`` items drawn uniformly (seeded per step, so the
+  same for every learner) from the known catalogue; draws equal to the true item are ignored;
+- full: the true item against every known item, for up to ``full_eval_events`` events of
+  each batch (a seeded subset: scoring the whole catalogue for every event is the cost that
+  dominates); nothing is excluded, already-seen items included;
+- ties count against the true item (see ``freshrank.model.metrics``).
+
+Training: sampled softmax over the positive and ``train_negatives`` uniform negatives
+(accidental hits masked), with a time-decayed replay of recent positives mixed into each
+step against forgetting. Embedding tables are sparse (``SparseAdam`` touches only the rows
+of the batch, which is what a 100k-row table online needs); the dense layers use Adam.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from freshrank.core.codec import InteractionEvent
+from freshrank.model.base import ModelConfig, RankingModel
+from freshrank.model.export import export_version
+from freshrank.model.history import UserHistories
+from freshrank.model.ids import PADDING_ROW, IdMap
+from freshrank.model.metrics import RollingMetrics, hit_rate_at_k, ndcg_at_k, ranks_of_true
+from freshrank.model.registry import build_model
+from freshrank.model.replay import ReplayBuffer
+
+__all__ = [
+    "LearnerConfig",
+    "OnlineLearner",
+    "PrequentialLearner",
+    "StepMetrics",
+    "resolve_device",
+    "synthetic_batches",
+]
+
+Rows = npt.NDArray[np.int64]
+Scores = npt.NDArray[np.float32]
+
+_FULL_EVAL_PAIRS = 2_000_000  # candidates x history entries scored per chunk (bounds memory)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LearnerConfig:
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    learning_rate: float = 1e-3  # Adam, dense layers
+    sparse_learning_rate: float = 0.01  # SparseAdam, embedding tables
+    negatives: int = 100  # sampled-evaluation negatives per event
+    train_negatives: int = 16  # sampled-softmax negatives per training positive
+    replay_size: int = 20_000  # recent positives kept for replay
+    replay_ratio: float = 0.5  # replayed positives per new positive in each step
+    replay_half_life: float = 20_000.0  # events: a replayed positive's weight halves per this age
+    full_eval_events: int = 16  # events per batch ranked against the whole catalogue
+    metrics_window: int = 10_000  # events in the rolling prequential metrics
+    device: str = "auto"  # "auto": cuda if available, else cpu
+    mixed_precision: bool = True  # bf16 autocast on CUDA (never on CPU)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.negatives < 1 or self.train_negatives < 1:
+            raise ValueError("negatives and train_negatives must be >= 1")
+        if self.replay_size < 0 or self.replay_ratio < 0 or self.full_eval_events < 0:
+            raise ValueError("replay_size, replay_ratio and full_eval_events must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepMetrics:
+    """One micro-batch: its prequential metrics (scored before training) and cost."""
+
+    events: int
+    hr10: float
+    ndcg10: float
+    hr10_full: float  # NaN when no event of the batch was ranked against the full catalogue
+    ndcg10_full: float
+    loss: float  # NaN when the batch was not trained on
+    seconds: float
+    full_events: int = 0
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Batch:
+    user_ids: list[str]
+    item_ids: list[str]
+    timestamp_ms: int
+
+
+class PrequentialLearner:
+    """ID maps, histories, evaluation and metrics; subclasses say how to score and learn."""
+
+    def __init__(self, config: LearnerConfig) -> None:
+        self.config = config
+        model = config.model
+        self.users = IdMap(model.num_users)
+        self.items = IdMap(model.num_items)
+        self.histories = UserHistories(model.num_users, model.history_len)
+        self.metrics = RollingMetrics(config.metrics_window)
+        self.rng = np.random.default_rng(config.seed)
+        self.frozen = False  # True: keep scoring and tracking IDs/histories, stop learning
+        self.steps = 0
+        self.events_seen = 0
+        self.events_trained = 0
+        self.last_event_timestamp_ms = 0
+
+    # -- what subclasses provide ------------------------------------------------------------
+
+    def score(self, user_rows: Rows, history_rows: Rows, candidate_rows: Rows) -> Scores:
+        """Scores [B, C] of candidates for users with their histories."""
+        raise NotImplementedError
+
+    def learn(self, user_rows: Rows, item_rows: Rows, history_rows: Rows) -> float | None:
+        """Update on a batch of positives; returns the loss (None: no loss to report)."""
+        raise NotImplementedError
+
+    def forget_rows(self, users: list[int], items: list[int]) -> None:
+        """Rows evicted from the ID maps: re-initialise whatever they held."""
+
+    # -- the prequential loop ---------------------------------------------------------------
+
+    def step(self, events: Sequence[InteractionEvent]) -> StepMetrics:
+        """Score the batch with the current state, then learn from it."""
+        start = time.perf_counter()
+        if not events:
+            return StepMetrics(0, np.nan, np.nan, np.nan, np.nan, np.nan, 0.0)
+        batch = _to_batch(events)
+        known_users = self.users.rows(batch.user_ids)
+        known_items = self.items.rows(batch.item_ids)
+        user_rows, item_rows = self._assign(batch)
+        histories = self.histories.before_each(user_rows, item_rows)
+        new_items = np.unique(item_rows[known_items == PADDING_ROW])
+        catalogue = np.setdiff1d(self.items.active_rows(), new_items, assume_unique=True)
+        # Scored as of the batch start: IDs first seen in this batch are unknown (row 0).
+        eval_histories = np.where(np.isin(histories, new_items), PADDING_ROW, histories)
+        hr, ndcg, hr_full, ndcg_full, full_events = self._evaluate(
+            known_users, eval_histories, known_items, catalogue
+        )
+        loss = None if self.frozen else self.learn(user_rows, item_rows, histories)
+        if not self.frozen:
+            self.events_trained += len(events)
+        self._after_learning(user_rows, item_rows, histories)
+        return self._record(batch, hr, ndcg, hr_full, ndcg_full, full_events, loss, start)
+
+    def evaluate_only(self, events: Sequence[InteractionEvent]) -> StepMetrics:
+        """Score the batch and record its metrics; learn nothing, track nothing."""
+        start = time.perf_counter()
+        if not events:
+            return StepMetrics(0, np.nan, np.nan, np.nan, np.nan, np.nan, 0.0)
+        batch = _to_batch(events)
+        users = self.users.rows(batch.user_ids)
+        items = self.items.rows(batch.item_ids)
+        histories = self.histories.before_each(users, items, record=False)
+        hr, ndcg, hr_full, ndcg_full, full_events = self._evaluate(
+            users, histories, items, self.items.active_rows()
+        )
+        return self._record(batch, hr, ndcg, hr_full, ndcg_full, full_events, None, start)
+
+    def freeze(self) -> None:
+        self.frozen = True
+
+    @property
+    def rolling(self) -> dict[str, float]:
+        return self.metrics.rolling
+
+    @property
+    def total(self) -> dict[str, float]:
+        return self.metrics.total
+
+    def id_stats(self) -> dict[str, int]:
+        return {
+            "users_known": len(self.users),
+            "items_known": len(self.items),
+            "user_capacity": self.users.capacity,
+            "item_capacity": self.items.capacity,
+            "user_evictions": self.users.evictions,
+            "item_evictions": self.items.evictions,
+            # Every active ID owns its row (IdMap is a dict, not a hash), so this is 0 by
+            # construction; it is counted rather than asserted so a regression would show.
+            "collisions": _collisions(self.users) + _collisions(self.items),
+        }
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def _evaluate(
+        self, users: Rows, histories: Rows, items: Rows, catalogue: Rows
+    ) -> tuple[float, float, float, float, int]:
+        rng = np.random.default_rng([self.config.seed, self.steps, 1])  # same for all learners
+        if len(catalogue) == 0:
+            return 0.0, 0.0, np.nan, np.nan, 0
+        negatives = catalogue[rng.integers(0, len(catalogue), (len(users), self.config.negatives))]
+        scores = self.score(users, histories, np.concatenate([items[:, None], negatives], axis=1))
+        ranks = ranks_of_true(scores[:, 0], scores[:, 1:], negatives != items[:, None])
+        hr, ndcg = float(hit_rate_at_k(ranks).sum()), float(ndcg_at_k(ranks).sum())
+        count = min(self.config.full_eval_events, len(users))
+        if count == 0:
+            return hr, ndcg, 0.0, 0.0, 0
+        chosen = np.sort(rng.choice(len(users), size=count, replace=False))
+        full_ranks = self._full_ranks(users[chosen], histories[chosen], items[chosen], catalogue)
+        return (
+            hr,
+            ndcg,
+            float(hit_rate_at_k(full_ranks).sum()),
+            float(ndcg_at_k(full_ranks).sum()),
+            count,
+        )
+
+    def _full_ranks(self, users: Rows, histories: Rows, items: Rows, catalogue: Rows) -> Rows:
+        true_scores = self.score(users, histories, items[:, None])[:, 0]
+        ranks = np.zeros(len(users), dtype=np.int64)
+        per_chunk = max(1, _FULL_EVAL_PAIRS // max(1, len(users) * histories.shape[1]))
+        for start in range(0, len(catalogue), per_chunk):
+            chunk = catalogue[start : start + per_chunk]
+            candidates = np.broadcast_to(chunk, (len(users), len(chunk)))
+            scores = self.score(users, histories, np.ascontiguousarray(candidates))
+            ranks += ranks_of_true(true_scores, scores, chunk[None, :] != items[:, None])
+        return ranks
+
+    # -- tracking ---------------------------------------------------------------------------
+
+    def _assign(self, batch: _Batch) -> tuple[Rows, Rows]:
+        user_rows, evicted_users = self.users.assign(batch.user_ids)
+        item_rows, evicted_items = self.items.assign(batch.item_ids)
+        if evicted_users or evicted_items:
+            self.histories.reset_users(evicted_users)
+            self.histories.drop_items(evicted_items)
+            self.forget_rows(evicted_users, evicted_items)
+        return user_rows, item_rows
+
+    def _after_learning(self, user_rows: Rows, item_rows: Rows, histories: Rows) -> None:
+        """Hook after each step's learning (the replay buffer lives here)."""
+
+    def _record(
+        self,
+        batch: _Batch,
+        hr: float,
+        ndcg: float,
+        hr_full: float,
+        ndcg_full: float,
+        full_events: int,
+        loss: float | None,
+        start: float,
+    ) -> StepMetrics:
+        events = len(batch.user_ids)
+        self.metrics.add(
+            hits=hr,
+            ndcg=ndcg,
+            events=events,
+            hits_full=hr_full if full_events else 0.0,
+            ndcg_full=ndcg_full if full_events else 0.0,
+            full_events=full_events,
+            loss=loss,
+        )
+        self.steps += 1
+        self.events_seen += events
+        self.last_event_timestamp_ms = max(self.last_event_timestamp_ms, batch.timestamp_ms)
+        return StepMetrics(
+            events=events,
+            hr10=hr / events,
+            ndcg10=ndcg / events,
+            hr10_full=hr_full / full_events if full_events else np.nan,
+            ndcg10_full=ndcg_full / full_events if full_events else np.nan,
+            loss=np.nan if loss is None else loss,
+            seconds=time.perf_counter() - start,
+            full_events=full_events,
+        )
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "users": self.users.state_dict(),
+            "items": self.items.state_dict(),
+            "histories": torch.from_numpy(self.histories.table.copy()),
+            "metrics": self.metrics.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "frozen": self.frozen,
+            "steps": self.steps,
+            "events_seen": self.events_seen,
+            "events_trained": self.events_trained,
+            "last_event_timestamp_ms": self.last_event_timestamp_ms,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.users = IdMap.from_state_dict(state["users"])
+        self.items = IdMap.from_state_dict(state["items"])
+        self.histories.table = np.array(state["histories"], dtype=np.int64, copy=True)
+        self.metrics.load_state_dict(state["metrics"])
+        self.rng.bit_generator.state = state["rng"]
+        self.frozen = bool(state["frozen"])
+        self.steps = int(state["steps"])
+        self.events_seen = int(state["events_seen"])
+        self.events_trained = int(state["events_trained"])
+        self.last_event_timestamp_ms = int(state["last_event_timestamp_ms"])
+
+    def ids_json(self) -> dict[str, Any]:
+        """The ``ids.json`` of an export: both ID maps plus the history length served."""
+        return {
+            "users": self.users.to_json(),
+            "items": self.items.to_json(),
+            "history_len": self.config.model.history_len,
+            "architecture": self.config.model.architecture,
+        }
+
+
+class OnlineLearner(PrequentialLearner):
+    """A PyTorch ranking model (any registered architecture) trained online."""
+
+    def __init__(self, config: LearnerConfig) -> None:
+        super().__init__(config)
+        self.device = resolve_device(config.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.model: RankingModel = build_model(config.model)
+        self.model.to(self.device)
+        embeddings = [m for m in self.model.modules() if isinstance(m, nn.Embedding)]
+        for embedding in embeddings:
+            embedding.sparse = True
+        sparse_ids = {id(p) for m in embeddings for p in m.parameters()}
+        sparse = [p for p in self.model.parameters() if id(p) in sparse_ids]
+        dense = [p for p in self.model.parameters() if id(p) not in sparse_ids]
+        self.sparse_optimizer = torch.optim.SparseAdam(sparse, lr=config.sparse_learning_rate)
+        self.dense_optimizer = torch.optim.Adam(dense, lr=config.learning_rate) if dense else None
+        self.replay = ReplayBuffer(
+            config.replay_size, config.model.history_len, config.replay_half_life
+        )
+        self._autocast = self.device.type == "cuda" and config.mixed_precision
+
+    def score(self, user_rows: Rows, history_rows: Rows, candidate_rows: Rows) -> Scores:
+        self.model.eval()
+        with torch.inference_mode(), self._precision():
+            scores = self.model(
+                self._tensor(user_rows[:, None]),
+                self._tensor(history_rows),
+                self._tensor(candidate_rows),
+            )
+        result: Scores = scores.float().cpu().numpy()
+        return result
+
+    def learn(self, user_rows: Rows, item_rows: Rows, history_rows: Rows) -> float | None:
+        users, items, histories = self._with_replay(user_rows, item_rows, history_rows)
+        catalogue = self.items.active_rows()
+        negatives = catalogue[
+            self.rng.integers(0, len(catalogue), (len(users), self.config.train_negatives))
+        ]
+        candidates = np.concatenate([items[:, None], negatives], axis=1)
+        self.model.train()
+        with self._precision():
+            logits = self.model(
+                self._tensor(users[:, None]), self._tensor(histories), self._tensor(candidates)
+            ).float()
+        accidental = self._tensor(negatives == items[:, None])
+        logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(accidental, -1e9)], dim=1)
+        target = torch.zeros(len(users), dtype=torch.long, device=self.device)
+        loss = nn.functional.cross_entropy(logits, target)
+        self.sparse_optimizer.zero_grad(set_to_none=True)
+        if self.dense_optimizer is not None:
+            self.dense_optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.sparse_optimizer.step()  # type: ignore[no-untyped-call]
+        if self.dense_optimizer is not None:
+            self.dense_optimizer.step()
+        return float(loss.detach())
+
+    def forget_rows(self, users: list[int], items: list[int]) -> None:
+        self.model.reset_rows("user", users)
+        self.model.reset_rows("item", items)
+        _reset_bias_rows(self.model, items)
+        _reset_optimizer_rows(self.sparse_optimizer, self.model, users, items)
+        self.replay.invalidate(users, items)
+
+    def _after_learning(self, user_rows: Rows, item_rows: Rows, histories: Rows) -> None:
+        seen_at = self.events_seen + np.arange(len(user_rows), dtype=np.int64)
+        self.replay.add(user_rows, item_rows, histories, seen_at)
+
+    def _with_replay(self, users: Rows, items: Rows, histories: Rows) -> tuple[Rows, Rows, Rows]:
+        count = round(len(users) * self.config.replay_ratio)
+        sample = self.replay.sample(count, self.events_seen, self.rng)
+        if sample is None:
+            return users, items, histories
+        return (
+            np.concatenate([users, sample[0]]),
+            np.concatenate([items, sample[1]]),
+            np.concatenate([histories, sample[2]]),
+        )
+
+    def _tensor(self, array: npt.NDArray[Any]) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+    def _precision(self) -> torch.autocast:
+        return torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=self._autocast
+        )
+
+    # -- checkpoints and export -------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["model"] = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        state["sparse_optimizer"] = _optimizer_state_to_cpu(self.sparse_optimizer.state_dict())
+        if self.dense_optimizer is not None:
+            state["dense_optimizer"] = _optimizer_state_to_cpu(self.dense_optimizer.state_dict())
+        state["replay"] = self.replay.state_dict()
+        state["config"] = dataclasses.asdict(self.config)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("config", {}).get("model")
+        if saved is not None and saved != dataclasses.asdict(self.config.model):
+            raise ValueError(f"checkpoint is for model {saved}, not {self.config.model}")
+        super().load_state_dict(state)
+        self.model.load_state_dict(state["model"])
+        self.sparse_optimizer.load_state_dict(state["sparse_optimizer"])
+        if self.dense_optimizer is not None:
+            self.dense_optimizer.load_state_dict(state["dense_optimizer"])
+        self.replay.load_state_dict(state["replay"])
+
+    def export(self, directory: Path) -> None:
+        """Write ``model.pt`` (TorchScript, verified after reloading) and ``ids.json``."""
+        export_version(self.model, directory, self.ids_json())
+
+
+def synthetic_batches(
+    batch_size: int,
+    *,
+    users: int = 1000,
+    items: int = 500,
+    topics: int = 10,
+    events: int = 50_000,
+    seed: int = 7,
+    drift_at: float | None = None,
+) -> Iterator[list[InteractionEvent]]:
+    """Micro-batches of a ``SyntheticStream`` in memory (the trainer benchmark's peer loop)."""
+    from freshrank.sim.synthetic import SyntheticConfig, SyntheticStream
+
+    stream = SyntheticStream(
+        SyntheticConfig(
+            users=users, items=items, topics=topics, events=events, seed=seed, drift_at=drift_at
+        )
+    )
+    batch: list[InteractionEvent] = []
+    for event in stream.events():
+        batch.append(event)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _to_batch(events: Sequence[InteractionEvent]) -> _Batch:
+    return _Batch(
+        user_ids=[e.user_id for e in events],
+        item_ids=[e.item_id for e in events],
+        timestamp_ms=max(int(e.timestamp_ms) for e in events),
+    )
+
+
+def _collisions(table: IdMap) -> int:
+    rows = table.rows(table.known_ids())
+    return len(rows) - len(np.unique(rows)) + int((rows == PADDING_ROW).sum())
+
+
+def _reset_bias_rows(model: RankingModel, rows: list[int]) -> None:
+    bias = getattr(model, "item_bias", None)
+    if isinstance(bias, nn.Embedding) and rows:
+        with torch.no_grad():
+            bias.weight[torch.tensor(rows, dtype=torch.long, device=bias.weight.device)] = 0.0
+
+
+def _reset_optimizer_rows(
+    optimizer: torch.optim.Optimizer, model: RankingModel, users: list[int], items: list[int]
+) -> None:
+    """Zero the Adam moments of evicted rows, so a new ID does not inherit the old momentum."""
+    rows_of = {"user_embedding": users, "item_embedding": items, "item_bias": items}
+    for name, rows in rows_of.items():
+        module = getattr(model, name, None)
+        if not isinstance(module, nn.Embedding) or not rows:
+            continue
+        state = optimizer.state.get(module.weight, {})
+        index = torch.tensor(rows, dtype=torch.long, device=module.weight.device)
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                state[key][index] = 0.0
+
+
+def _optimizer_state_to_cpu(state: dict[str, Any]) -> dict[str, Any]:
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.detach().cpu().clone()
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        return value
+
+    moved: dict[str, Any] = move(state)
+    return moved

@@ -1,0 +1,174 @@
+"""Deadline-bound Triton inference with bounded retries and a circuit breaker.
+
+One client (HTTP over a pooled aiohttp session, or gRPC over one channel) lives for the whole
+service. Every call names the model version explicitly, carries the caller's trace context in
+a ``traceparent`` header, and either returns scores within the deadline or raises
+``ScoringUnavailable`` so the ranker can fall back. After ``breaker_failures`` consecutive
+failures the breaker skips Triton for ``breaker_open_s``: a dead or stalled Triton then costs
+callers nothing instead of a full deadline each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from freshrank.core.model_repo import INPUTS, OUTPUT
+
+__all__ = ["CircuitBreaker", "Rows", "Scores", "ScoringUnavailable", "TritonScorer", "host_port"]
+
+_tracer = trace.get_tracer("freshrank.ranking")
+Rows = npt.NDArray[np.int64]
+Scores = npt.NDArray[np.float32]
+
+
+class ScoringUnavailable(RuntimeError):
+    """The model could not score in time; ``reason`` becomes the fallback metric's label."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+class CircuitBreaker:
+    """Closed -> open after N consecutive failures -> half-open after ``open_s``."""
+
+    def __init__(
+        self, failures: int, open_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._threshold = max(1, failures)
+        self._open_s = open_s
+        self._clock = clock
+        self._failures = 0
+        self._open_until = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return self._clock() < self._open_until
+
+    def success(self) -> None:
+        self._failures = 0
+
+    def failure(self) -> None:
+        self._failures += 1
+        if self._failures >= self._threshold:
+            self._open_until = self._clock() + self._open_s
+            # Half-open afterwards: one more failure re-opens at once.
+            self._failures = self._threshold - 1
+
+
+def host_port(url: str) -> str:
+    """``host:port`` of a Triton URL given with or without a scheme (tritonclient wants none)."""
+    return url.split("://", 1)[-1].rstrip("/")
+
+
+class TritonScorer:
+    """Scores candidates for one user on a given model version in Triton."""
+
+    name = "triton"
+
+    def __init__(
+        self,
+        url: str,
+        model_name: str,
+        *,
+        protocol: str = "http",
+        deadline_s: float = 0.05,
+        retries: int = 1,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.model_name = model_name
+        self.protocol = protocol
+        self.deadline_s = deadline_s
+        self.retries = retries
+        self.breaker = breaker or CircuitBreaker(5, 1.0)
+        if protocol == "grpc":
+            import tritonclient.grpc.aio as client_module
+        else:
+            import tritonclient.http.aio as client_module
+        self._module: Any = client_module
+        self._client: Any = client_module.InferenceServerClient(host_port(url))
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def is_ready(self, version: int) -> bool:
+        async with asyncio.timeout(max(self.deadline_s, 1.0)):
+            return bool(await self._client.is_model_ready(self.model_name, str(version)))
+
+    async def score(self, version: int, user_row: int, history: Rows, candidates: Rows) -> Scores:
+        """Scores (float32, aligned with ``candidates``) or ``ScoringUnavailable``."""
+        if self.breaker.is_open:
+            raise ScoringUnavailable("circuit_open")
+        with _tracer.start_as_current_span(
+            "triton.infer",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "triton.model": self.model_name,
+                "triton.model_version": version,
+                "triton.protocol": self.protocol,
+                "ranking.candidates": int(candidates.shape[0]),
+            },
+        ) as span:
+            headers: dict[str, str] = {}
+            propagate.inject(headers)  # traceparent of this span: Triton joins our trace
+            try:
+                scores = await self._infer_with_retries(
+                    version, user_row, history, candidates, headers
+                )
+            except ScoringUnavailable as exc:
+                self.breaker.failure()
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise
+            self.breaker.success()
+            return scores
+
+    async def _infer_with_retries(
+        self,
+        version: int,
+        user_row: int,
+        history: Rows,
+        candidates: Rows,
+        headers: dict[str, str],
+    ) -> Scores:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline_s
+        inputs = self._inputs(user_row, history, candidates)
+        last_error: Exception | None = None
+        for _ in range(self.retries + 1):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ScoringUnavailable("deadline", f"spent after {last_error!r}")
+            try:
+                async with asyncio.timeout(remaining):
+                    result = await self._client.infer(
+                        self.model_name, inputs, model_version=str(version), headers=headers
+                    )
+            except TimeoutError:
+                raise ScoringUnavailable("deadline", f"{self.deadline_s * 1000:.0f} ms") from None
+            except Exception as exc:  # connection refused/reset, Triton error: retry, bounded
+                last_error = exc
+                continue
+            scores: Scores = result.as_numpy(OUTPUT)[0]
+            return scores
+        raise ScoringUnavailable("triton_error", str(last_error))
+
+    def _inputs(self, user_row: int, history: Rows, candidates: Rows) -> list[Any]:
+        arrays = (
+            np.array([[user_row]], dtype=np.int64),
+            history.reshape(1, -1),
+            candidates.reshape(1, -1),
+        )
+        inputs = []
+        for name, array in zip(INPUTS, arrays, strict=True):
+            tensor = self._module.InferInput(name, list(array.shape), "INT64")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        return inputs

@@ -1,0 +1,194 @@
+"""Publishing a trained model: repository version -> Triton load -> READY -> manifest -> prune.
+
+The learner writes ``model.pt`` and ``ids.json`` into a staging directory between two
+training steps (so the model is consistent); everything slow happens here, concurrently with
+training. ``ModelRepository.write_version`` renames the version into place and then asks for
+its ``ExportRecord``; we produce that record only once Triton reports the version READY, so
+the manifest entry carries the measured freshness and ranking never reads a record of a
+version Triton is not serving. Triton keeps serving the previous version until then
+(``version_policy: latest 2``). A version that fails to load is removed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import tritonclient.http.aio as triton_http
+from opentelemetry import trace
+
+from freshrank.core.model_repo import ExportRecord, ModelRepository
+from freshrank.trainer.metrics import TrainerMetrics
+
+__all__ = ["ExportFailed", "Exporter", "StagedExport", "TritonControl"]
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("freshrank.trainer")
+_READY_POLL_S = 0.05
+
+
+class ExportFailed(RuntimeError):
+    """The version could not be made READY on Triton (it has been removed again)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StagedExport:
+    """A model written by the learner, with what its manifest record will say."""
+
+    directory: Path
+    architecture: str
+    events_covered: int
+    last_event_timestamp_ms: int  # newest event time (the event's own timestamp)
+    newest_ingest_ms: int  # Kafka timestamp of the newest message covered
+    metrics: dict[str, float]
+    extra: dict[str, Any]
+    staged_at_ms: int = dataclasses.field(default_factory=lambda: int(time.time() * 1000))
+
+
+class TritonControl:
+    """Explicit model control over Triton's HTTP API (async client)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._client = triton_http.InferenceServerClient(url)
+
+    async def load(self, model: str) -> None:
+        await self._client.load_model(model)
+
+    async def wait_ready(self, model: str, version: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not await self._client.is_model_ready(model, str(version)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{model} version {version} not READY after {timeout_s}s")
+            await asyncio.sleep(_READY_POLL_S)
+
+    async def load_and_wait(self, model: str, version: int, timeout_s: float) -> None:
+        async with asyncio.timeout(timeout_s):
+            await self.load(model)
+        await self.wait_ready(model, version, timeout_s)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+class Exporter:
+    """Publishes staged exports one at a time (repository I/O on its own thread)."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        triton: TritonControl | None,
+        metrics: TrainerMetrics,
+        *,
+        keep_versions: int = 3,
+        ready_timeout_s: float = 120.0,
+    ) -> None:
+        self.repository = repository
+        self.triton = triton
+        self.metrics = metrics
+        self.keep_versions = keep_versions
+        self.ready_timeout_s = ready_timeout_s
+        self.records: list[ExportRecord] = []
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exporter")
+
+    async def resume(self) -> None:
+        """After a restart: have Triton serve what the repository already holds."""
+        latest = self.repository.latest_version()
+        if latest is None or self.triton is None:
+            return
+        try:
+            await self.triton.load_and_wait(
+                self.repository.model_name, latest, self.ready_timeout_s
+            )
+            self.metrics.model_version.set(latest)
+        except Exception as exc:  # Triton may not be up yet: the next export loads again
+            log.warning("could not load existing model on startup: %s", exc)
+
+    async def publish(self, staged: StagedExport) -> ExportRecord:
+        """Write the next version, load it on Triton, wait until READY; record and prune."""
+        loop = asyncio.get_running_loop()
+        with tracer.start_as_current_span("export") as span:
+            span.set_attribute("freshrank.events_covered", staged.events_covered)
+            try:
+                record = await loop.run_in_executor(self._io, self._write, staged, loop)
+            except Exception as exc:
+                self.metrics.exports.labels(outcome="failed").inc()
+                span.record_exception(exc)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+                raise ExportFailed(str(exc)) from exc
+            span.set_attribute("freshrank.model.version", record.version)
+            span.set_attribute("freshrank.freshness_s", float(record.extra["freshness_s"]))
+        self._observe(record, staged)
+        removed = await loop.run_in_executor(self._io, self.repository.prune, self.keep_versions)
+        if removed:
+            log.info("pruned model versions", extra={"versions": removed})
+        return record
+
+    def _write(self, staged: StagedExport, loop: asyncio.AbstractEventLoop) -> ExportRecord:
+        attempted: list[int] = []
+
+        def populate(directory: Path) -> None:
+            for path in staged.directory.iterdir():
+                shutil.copy2(path, directory / path.name)
+
+        def record(version: int) -> ExportRecord:
+            attempted.append(version)
+            if self.triton is not None:
+                load = self.triton.load_and_wait(
+                    self.repository.model_name, version, self.ready_timeout_s
+                )
+                asyncio.run_coroutine_threadsafe(load, loop).result()
+            ready_ms = int(time.time() * 1000)
+            freshness_s = max(0.0, (ready_ms - staged.newest_ingest_ms) / 1000.0)
+            return ExportRecord(
+                version=version,
+                architecture=staged.architecture,
+                events_covered=staged.events_covered,
+                last_event_timestamp_ms=staged.last_event_timestamp_ms,
+                exported_at_ms=ready_ms,
+                metrics=dict(staged.metrics),
+                extra={
+                    **staged.extra,
+                    "last_ingest_timestamp_ms": staged.newest_ingest_ms,
+                    "ready_at_ms": ready_ms,
+                    "freshness_s": freshness_s,
+                    # Where the time went: stream -> staged model, staged -> READY on Triton.
+                    "staged_s": max(0.0, (staged.staged_at_ms - staged.newest_ingest_ms) / 1000.0),
+                    "publish_s": (ready_ms - staged.staged_at_ms) / 1000.0,
+                    "served_by_triton": self.triton is not None,
+                },
+            )
+
+        try:
+            return self.repository.write_version(populate, record)
+        except BaseException:
+            for version in attempted:  # renamed into place but never READY: take it back
+                shutil.rmtree(self.repository.version_dir(version), ignore_errors=True)
+            raise
+
+    def _observe(self, record: ExportRecord, staged: StagedExport) -> None:
+        self.records.append(record)
+        self.metrics.exports.labels(outcome="ok").inc()
+        self.metrics.freshness.observe(float(record.extra["freshness_s"]))
+        self.metrics.model_version.set(record.version)
+        self.metrics.last_export.set(record.exported_at_ms / 1000.0)
+        self.metrics.last_exported_event.set(staged.newest_ingest_ms / 1000.0)
+        log.info(
+            "model exported",
+            extra={
+                "version": record.version,
+                "events_covered": record.events_covered,
+                "freshness_s": record.extra["freshness_s"],
+            },
+        )
+
+    async def close(self) -> None:
+        self._io.shutdown(wait=True)
+        if self.triton is not None:
+            await self.triton.close()

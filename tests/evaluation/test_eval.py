@@ -1,0 +1,70 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from freshrank.cli import main
+from freshrank.evaluation import Dataset, EvalSettings, RunResult, run_model
+from freshrank.sim.synthetic import SyntheticConfig, SyntheticStream
+
+SETTINGS = EvalSettings(batch_size=256, dim=16, history_len=10, negatives=100, full_eval_events=8)
+
+
+@pytest.fixture(scope="module")
+def drifting() -> Dataset:
+    stream = SyntheticStream(
+        SyntheticConfig(users=100, items=400, topics=40, events=16_000, drift_at=0.5, seed=3)
+    )
+    return Dataset("synthetic", list(stream.events()), drift_index=stream.drift_index)
+
+
+def test_incremental_model_recovers_after_drift_and_static_does_not(drifting: Dataset) -> None:
+    incremental = run_model("mf", drifting, SETTINGS)
+    static = run_model("static", drifting, SETTINGS)
+    assert incremental.after_drift is not None
+    assert static.after_drift is not None
+    # Before the cut both are the same model trained the same way.
+    assert static.series[0]["hr@10"] == incremental.series[0]["hr@10"]
+    final_incremental = incremental.series[-1]["hr@10"]
+    final_static = static.series[-1]["hr@10"]
+    # Measured (rolling HR@10 at the end): MF 0.62, static 0.46; after the drift 0.59 vs 0.43.
+    assert final_incremental > final_static + 0.1, (final_incremental, final_static)
+    assert incremental.after_drift.hr10 > static.after_drift.hr10 + 0.1
+
+    def before_drift(result: RunResult) -> float:
+        return [p["hr@10"] for p in result.series if p["events"] <= drifting.drift_index][-1]
+
+    # The incremental model ends above where it was before the drift; the static one below.
+    assert final_incremental > before_drift(incremental)
+    assert final_static < before_drift(static) - 0.03
+
+
+def test_cli_prints_the_table_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "eval-synthetic.json"
+    code = main(
+        [
+            "eval",
+            "--dataset",
+            "synthetic",
+            "--limit",
+            "2048",
+            "--models",
+            "popularity,static,mf",
+            "--threads",
+            "1",
+            "--output",
+            str(output),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "popularity" in printed
+    assert "HR@10" in printed
+    report = json.loads(output.read_text())
+    assert set(report["results"]) == {"popularity", "static", "mf"}
+    assert report["dataset"]["events"] == 2048
+    for result in report["results"].values():
+        assert 0.0 <= result["overall"]["hr10"] <= 1.0
+        assert result["id_stats"]["collisions"] == 0

@@ -1,0 +1,122 @@
+"""The SQL feature store on SQLite and PostgreSQL: migrations, idempotency, decay, history."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pytest
+from feature_helpers import event, history, snapshot, stream
+from sqlalchemy import inspect, text
+
+from freshrank.core.codec import EventType
+from freshrank.feature.migrate import current_revision, head_revision, upgrade
+from freshrank.feature.store import FeatureStore
+
+pytestmark = pytest.mark.integration
+
+
+async def test_migrations_reach_head_and_rerun_as_no_op(store: FeatureStore) -> None:
+    assert await current_revision(store.engine) == head_revision()
+    await upgrade(store.engine)  # a second startup changes nothing
+    assert await current_revision(store.engine) == head_revision()
+
+
+async def test_replaying_the_stream_twice_gives_the_same_features(store: FeatureStore) -> None:
+    events = stream(300)
+    for start in range(0, len(events), 64):
+        await store.apply(events[start : start + 64])
+    once = await snapshot(store, events)
+    # Redelivery in different batch boundaries, with duplicates inside one batch.
+    replayed = await store.apply(events[::-1] + events[:10])
+    assert replayed.applied == 0
+    assert replayed.users == frozenset()
+    assert await snapshot(store, events) == once
+    assert once["counts"] == {"processed": 300, "user_events": 300, "item_events": 300}
+
+
+async def test_duplicates_within_one_batch_count_once(store: FeatureStore) -> None:
+    e = event(1, "alice", "book", 1_000)
+    applied = await store.apply([e, e, e])
+    assert applied.applied == 1
+    (row,) = (await store.users(["alice"])).values()
+    assert row.event_count == 1
+    assert (await store.items(["book"]))["book"].event_count == 1
+
+
+async def test_history_is_most_recent_first_and_bounded(store: FeatureStore) -> None:
+    # history_length is 5 in these tests; event times deliberately out of arrival order.
+    times = [5_000, 1_000, 7_000, 3_000, 9_000, 2_000, 8_000]
+    await store.apply([event(n, "bob", f"item{n}", ts) for n, ts in enumerate(times[:4])])
+    await store.apply([event(n + 4, "bob", f"item{n + 4}", ts) for n, ts in enumerate(times[4:])])
+    row = (await store.users(["bob"]))["bob"]
+    assert [h.timestamp_ms for h in history(row.history)] == [9_000, 8_000, 7_000, 5_000, 3_000]
+    assert [h.item_id for h in history(row.history)][:2] == ["item4", "item6"]
+    assert row.event_count == 7
+
+
+async def test_history_keeps_event_types(store: FeatureStore) -> None:
+    await store.apply(
+        [
+            event(1, "carol", "a", 1_000, EventType.VIEW),
+            event(2, "carol", "a", 2_000, EventType.ADD_TO_CART),
+            event(3, "carol", "a", 3_000, EventType.PURCHASE),
+        ]
+    )
+    entries = history((await store.users(["carol"]))["carol"].history)
+    assert [h.type for h in entries] == [EventType.PURCHASE, EventType.ADD_TO_CART, EventType.VIEW]
+
+
+async def test_counters_decay_with_event_time_half_life(store: FeatureStore) -> None:
+    # Half-life 1 s: two events 1 s apart -> 0.5 + 1 at the later event.
+    await store.apply([event(1, "dan", "x", 10_000)])
+    await store.apply([event(2, "dan", "x", 11_000)])
+    assert (await store.items(["x"]))["x"].decayed == pytest.approx(1.5)
+    # An unrelated event 2 s later moves the stream clock: reads decay to it.
+    await store.apply([event(3, "erin", "y", 13_000)])
+    assert (await store.items(["x"]))["x"].decayed == pytest.approx(1.5 * 0.25)
+    assert (await store.users(["dan"]))["dan"].decayed == pytest.approx(1.5 * 0.25)
+
+
+async def test_late_event_adds_its_decayed_weight_without_moving_time(store: FeatureStore) -> None:
+    await store.apply([event(1, "fay", "z", 20_000)])
+    await store.apply([event(2, "fay", "z", 19_000)])  # arrives late, 1 s older
+    row = (await store.items(["z"]))["z"]
+    assert row.decayed == pytest.approx(1.5)
+    assert row.event_count == 2
+
+
+async def test_popular_ranks_by_decayed_popularity(store: FeatureStore) -> None:
+    # "old" got 4 events 4 s before "new" got 2: 4 * 2**-4 = 0.25 < 2.
+    await store.apply([event(n, f"u{n}", "old", 10_000) for n in range(4)])
+    await store.apply([event(n + 10, f"v{n}", "new", 14_000) for n in range(2)])
+    await store.apply([event(20, "w", "mid", 13_000)])
+    top = await store.popular(3)
+    assert [r.item_id for r in top] == ["new", "mid", "old"]
+    assert top[2].decayed == pytest.approx(4 * math.pow(0.5, 4))
+    assert [r.event_count for r in top] == [2, 1, 4]
+
+
+async def test_unknown_ids_are_absent_not_errors(store: FeatureStore) -> None:
+    assert await store.users(["nobody"]) == {}
+    assert await store.items(["nothing"]) == {}
+    assert await store.popular(5) == []
+
+
+async def test_clock_survives_a_restart(store: FeatureStore) -> None:
+    await store.apply([event(1, "gus", "q", 42_000)])
+    reopened = FeatureStore(store.engine, history_length=5, half_life_ms=1000.0)
+    assert await reopened.load_clock() == 42_000
+
+
+async def test_schema_changes_are_transactional(store: FeatureStore) -> None:
+    # An interrupted migration must not leave tables behind without their version stamp
+    # (SQLite's driver does not open a transaction before DDL unless we do).
+    with contextlib.suppress(RuntimeError):
+        async with store.engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE feature_half_done (x INTEGER)"))
+            raise RuntimeError("killed half-way")
+    async with store.engine.connect() as connection:
+        tables = await connection.run_sync(lambda c: inspect(c).get_table_names())
+    assert "feature_half_done" not in tables
+    assert "feature_users" in tables

@@ -1,0 +1,37 @@
+import numpy as np
+
+from freshrank.model.ids import PADDING_ROW, IdMap
+
+
+def test_every_active_id_owns_its_own_row() -> None:
+    table = IdMap(10_001)
+    ids = [f"item-{i}" for i in range(10_000)]
+    rows, evicted = table.assign(ids)
+    assert evicted == []
+    assert len(np.unique(rows)) == len(ids)
+    assert PADDING_ROW not in rows
+    assert table.rows(ids).tolist() == rows.tolist()
+    assert table.row("never-seen") == PADDING_ROW
+
+
+def test_eviction_hands_back_least_recent_rows_and_counts_them() -> None:
+    table = IdMap(201)  # 200 usable rows, evicts 2 (1%) at a time
+    old, _ = table.assign([f"old-{i}" for i in range(100)])
+    table.assign([f"new-{i}" for i in range(100)])
+    rows, evicted = table.assign(["newest"])
+    assert len(evicted) == 2
+    assert set(evicted) <= set(old.tolist())
+    assert rows[0] in evicted
+    assert table.evictions == 2
+    active = table.rows(table.known_ids())
+    assert len(np.unique(active)) == len(active) == 199
+
+
+def test_state_dict_round_trip_assigns_the_same_rows_after_evictions() -> None:
+    table = IdMap(101)
+    table.assign([f"a{i}" for i in range(100)])
+    table.assign(["b1", "b2"])  # evicts
+    resumed = IdMap.from_state_dict(table.state_dict())
+    new = [f"c{i}" for i in range(5)]
+    assert resumed.assign(new)[0].tolist() == table.assign(new)[0].tolist()
+    assert resumed.to_json() == table.to_json()

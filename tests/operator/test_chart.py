@@ -1,0 +1,79 @@
+"""The Helm chart: installs our CRD (the same file), and RBAC covers exactly what the code does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from freshrank_operator import crd, reconcile
+from freshrank_operator.kube import PLURALS
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "freshrank"
+
+
+def _rules(name: str) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = yaml.safe_load((CHART / "files" / name).read_text())
+    return rules
+
+
+def _granted(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def _group(api_version: str) -> str:
+    return api_version.split("/")[0] if "/" in api_version else ""
+
+
+def test_chart_metadata_and_values() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "freshrank"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert {"image", "resources", "watchNamespaces", "serviceAccount"} <= set(values)
+
+
+def test_chart_installs_the_one_crd() -> None:
+    shipped = CHART / "crds" / crd.CRD_FILE
+    assert yaml.safe_load(shipped.read_text()) == crd.load_crd()
+
+
+def test_rbac_covers_what_the_operator_does() -> None:
+    granted = _granted(_rules("rbac-rules.yaml"))
+    needed = {(crd.GROUP, crd.PLURAL, verb) for verb in ("get", "list", "watch", "patch")}
+    needed |= {(crd.GROUP, f"{crd.PLURAL}/status", "patch")}
+    for api_version, kind in reconcile.CHILD_KINDS:
+        for verb in ("get", "list", "create", "patch", "delete"):
+            needed.add((_group(api_version), PLURALS[kind], verb))
+    needed |= {("", "secrets", "get"), ("", "pods", "list"), ("", "events", "create")}
+    assert needed <= granted, sorted(needed - granted)
+
+
+def test_rbac_is_least_privilege() -> None:
+    for name in ("rbac-rules.yaml", "cluster-rules.yaml", "peering-rules.yaml"):
+        for rule in _rules(name):
+            assert "*" not in rule["verbs"], rule
+            assert "*" not in rule["resources"], rule
+    secrets = [r for r in _rules("rbac-rules.yaml") if "secrets" in r["resources"]]
+    assert [r["verbs"] for r in secrets] == [["get"]]  # existence checks only: no list/watch
+    cluster = _granted(_rules("cluster-rules.yaml"))
+    assert all(verb in {"get", "list", "watch"} for _, _, verb in cluster)
+
+
+def test_templates_wire_the_operator() -> None:
+    deployment = (CHART / "templates" / "deployment.yaml").read_text()
+    assert "args: [operator]" in deployment
+    assert "/healthz" in deployment
+    assert "/readyz" in deployment
+    assert "FRESHRANK_NAMESPACES" in deployment
+    rbac = (CHART / "templates" / "rbac.yaml").read_text()
+    assert "files/rbac-rules.yaml" in rbac
+    assert "kind: Role\n" in rbac
+    assert (CHART / "templates" / "serviceaccount.yaml").exists()

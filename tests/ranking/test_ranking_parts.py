@@ -1,0 +1,139 @@
+"""The ranking service's parts on their own: top-k, breaker, fallback, retrieval, ID state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ranking_support import HISTORY_LEN, TrainedModel
+
+from freshrank.core.model_repo import ExportRecord, ModelRepository
+from freshrank.ranking.api import BadRequest, RankLimits, parse_json_query
+from freshrank.ranking.candidates import Retrieval
+from freshrank.ranking.fallback import PopularityFallback, top_k
+from freshrank.ranking.model_state import ModelState, history_len_of, load_model_state
+from freshrank.ranking.ranker import Ranker
+from freshrank.ranking.settings import RankingSettings
+from freshrank.ranking.triton import CircuitBreaker, host_port
+
+LIMITS = RankLimits(default_k=10, max_k=100, max_candidates=5)
+
+
+@pytest.fixture
+def state(tmp_path: Path, trained: TrainedModel) -> ModelState:
+    repository = ModelRepository(tmp_path, "m-ranker")
+    record = trained.write_version(repository)
+    return load_model_state(repository, record.version, default_history_len=3)
+
+
+def test_top_k_is_best_first_with_stable_ties() -> None:
+    scores = np.array([0.1, 0.9, 0.5, 0.9, -1.0], dtype=np.float32)
+    assert top_k(scores, 3).tolist() == [1, 3, 2]
+    assert top_k(scores, 10).tolist() == [1, 3, 2, 0, 4]
+    assert top_k(scores, 0).tolist() == []
+
+
+def test_breaker_opens_after_consecutive_failures_and_half_opens() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(3, 1.0, clock=lambda: now[0])
+    breaker.failure()
+    breaker.failure()
+    breaker.success()  # a success resets the count
+    breaker.failure()
+    breaker.failure()
+    assert not breaker.is_open
+    breaker.failure()
+    assert breaker.is_open
+    now[0] = 1.5
+    assert not breaker.is_open  # half-open: let a request through
+    breaker.failure()
+    assert breaker.is_open  # one more failure re-opens at once
+
+
+def test_state_maps_ids_exactly_as_the_trainer_did(
+    state: ModelState, trained: TrainedModel
+) -> None:
+    ids = ["i3", "i42", "unknown-item"]
+    assert state.items.rows(ids).tolist() == [*trained.items.rows(ids[:2]).tolist(), 0]
+    assert state.users.row("u7") == trained.users.row("u7")
+    assert state.users.row("new-user") == 0  # cold start
+    # The hot path's plain-dict lookups agree with the IdMaps.
+    assert state.item_rows(ids).tolist() == state.items.rows(ids).tolist()
+    assert state.user_row["u7"] == trained.users.row("u7")
+    assert "new-user" not in state.user_row
+    assert state.history_len == HISTORY_LEN  # from ids.json, over the default of 3
+    assert sorted(state.known_items.tolist()) == sorted(trained.items.known_ids())
+    assert state.items.rows(state.known_items.tolist()).tolist() == state.known_rows.tolist()
+
+
+def test_history_len_comes_from_ids_then_manifest_then_default() -> None:
+    record = ExportRecord(
+        version=1, architecture="din", events_covered=0, last_event_timestamp_ms=0,
+        extra={"model": {"history_len": 12}},
+    )  # fmt: skip
+    assert history_len_of({"history_len": 5}, record, 20) == 5
+    assert history_len_of({}, record, 20) == 12
+    assert history_len_of({}, None, 20) == 20
+
+
+def test_history_rows_are_most_recent_first_and_padded(state: ModelState) -> None:
+    rows = Ranker._history_rows(state, ["i5", "nope", "i9"])
+    assert rows.tolist() == [state.items.row("i5"), 0, state.items.row("i9")] + [0] * (
+        HISTORY_LEN - 3
+    )
+    long = Ranker._history_rows(state, [f"i{i}" for i in range(50)])
+    assert long.shape == (HISTORY_LEN,)
+
+
+def test_fallback_ranks_by_popularity_then_by_recency(state: ModelState) -> None:
+    fallback = PopularityFallback()
+    items, scores = fallback.rank(None, 3, state)  # nothing popular yet: the model's recent items
+    assert list(items) == state.known_items[:3].tolist()
+    assert list(scores) == sorted(scores, reverse=True)
+    assert fallback.rank(None, 3, None) == ([], [])
+    fallback.update([("i1", 1.0), ("i2", 5.0), ("i3", 3.0)])
+    assert list(fallback.rank(None, 2, state)[0]) == ["i2", "i3"]
+    items, scores = fallback.rank(["x", "i1", "i3"], 2, state)
+    assert list(items) == ["i3", "i1"]
+    assert list(scores) == [3.0, 1.0]
+
+
+def test_retrieval_puts_popular_known_items_first_and_caps(state: ModelState) -> None:
+    fallback = PopularityFallback()
+    fallback.update([("not-in-model", 9.0), ("i7", 2.0), ("i4", 1.0)])
+    retrieval = Retrieval(fallback, size=20)
+    ids, rows = retrieval.candidates(state)
+    assert ids[:2].tolist() == ["i7", "i4"]
+    assert len(ids) == 20
+    assert len(set(ids.tolist())) == 20
+    assert rows.tolist() == state.items.rows(ids.tolist()).tolist()
+    assert retrieval.candidates(state)[0] is ids  # cached until model or popularity changes
+    fallback.update([("i9", 1.0)])
+    assert retrieval.candidates(state)[0][0] == "i9"
+
+
+def test_query_parsing_defaults_and_dedupes() -> None:
+    query = parse_json_query({"user_id": "u1", "candidates": ["a", "b", "a"]}, LIMITS)
+    assert query.k == 10
+    assert query.candidates == ["a", "b"]
+    assert parse_json_query({"user_id": "u1", "candidates": []}, LIMITS).candidates is None
+    with pytest.raises(BadRequest, match="at most 5 candidates"):
+        parse_json_query({"user_id": "u", "candidates": list("abcdef")}, LIMITS)
+    with pytest.raises(BadRequest, match="non-empty strings"):
+        parse_json_query({"user_id": "u", "candidates": ["a", ""]}, LIMITS)
+    with pytest.raises(BadRequest, match="k must be an integer"):
+        parse_json_query({"user_id": "u", "k": True}, LIMITS)
+
+
+def test_settings_reject_unknown_protocol_and_scorer() -> None:
+    with pytest.raises(ValueError, match="triton_protocol"):
+        RankingSettings(triton_protocol="carrier-pigeon")
+    with pytest.raises(ValueError, match="scorer"):
+        RankingSettings(scorer="abacus")
+    assert RankingSettings().port == 8080
+
+
+def test_triton_url_may_carry_a_scheme() -> None:
+    assert host_port("http://127.0.0.1:8000/") == "127.0.0.1:8000"
+    assert host_port("127.0.0.1:8001") == "127.0.0.1:8001"

@@ -1,0 +1,75 @@
+"""Checkpoint atomicity/round trip and the quality gate's rules (no broker needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from freshrank.trainer.checkpoint import CHECKPOINT_FILE, Checkpoint, CheckpointStore
+from freshrank.trainer.gate import QualityGate
+
+
+def _checkpoint(offset: int) -> Checkpoint:
+    return Checkpoint(
+        learner={"weights": torch.arange(4.0) * offset, "rows": np.arange(3)},
+        offsets={("t.events", 0): offset, ("t.events", 1): offset + 1},
+        newest_ingest_ms=1000 + offset,
+        ledger=[f"e{i}" for i in range(offset)],
+    )
+
+
+def test_round_trip_keeps_state_offsets_and_ledger(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    assert store.load() is None
+    store.save(_checkpoint(5))
+    loaded = store.load()
+    assert loaded is not None
+    assert loaded.offsets == {("t.events", 0): 5, ("t.events", 1): 6}
+    assert torch.equal(loaded.learner["weights"], torch.arange(4.0) * 5)
+    assert loaded.newest_ingest_ms == 1005
+    assert loaded.ledger == ["e0", "e1", "e2", "e3", "e4"]
+
+
+def test_torn_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    store.save(_checkpoint(5))
+    # A writer killed mid-save leaves only its temporary file behind.
+    (tmp_path / f".{CHECKPOINT_FILE}.tmp-999").write_bytes(b"half a checkpoint")
+    loaded = store.load()
+    assert loaded is not None
+    assert loaded.offsets[("t.events", 0)] == 5
+    store.save(_checkpoint(9))
+    loaded = store.load()
+    assert loaded is not None
+    assert loaded.offsets[("t.events", 0)] == 9
+
+
+def test_unknown_format_is_refused(tmp_path: Path) -> None:
+    torch.save({"format": 99}, tmp_path / CHECKPOINT_FILE)
+    with pytest.raises(ValueError, match="unknown checkpoint format"):
+        CheckpointStore(tmp_path).load()
+
+
+def test_gate_min_events_and_floor() -> None:
+    gate = QualityGate("ndcg@10", min_events=100, floor=0.2)
+    assert gate.verdict(50, 0.9).outcome == "skipped_min_events"
+    refused = gate.verdict(500, 0.1)
+    assert (refused.ok, refused.outcome) == (False, "skipped_quality")
+    assert gate.verdict(500, 0.3).ok
+
+
+def test_gate_compares_candidate_with_served_version_on_the_same_stream() -> None:
+    gate = QualityGate("hr@10", max_regression=0.05, min_compared=100)
+    gate.observe(candidate=0.30, candidate_events=64, served=0.50, served_events=64)
+    assert gate.verdict(1000, 0.3).ok, "too few events compared: no verdict yet"
+    gate.observe(candidate=0.30, candidate_events=64, served=0.50, served_events=64)
+    refused = gate.verdict(1000, 0.3)
+    assert (refused.ok, refused.outcome) == (False, "skipped_quality")
+    assert "trails served" in refused.detail
+    gate.reset()
+    # Drift: both fall, the candidate falls less -> export.
+    gate.observe(candidate=0.20, candidate_events=128, served=0.10, served_events=128)
+    assert gate.verdict(1000, 0.2).ok
