@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         full_eval_events=args.full_eval_events,
     )
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=132)  # piped into a log: keep the table's columns readable
     dataset = load_dataset(args.dataset, args.limit)
     results = []
     total = len(dataset.events)

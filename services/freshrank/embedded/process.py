@@ -11,12 +11,22 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
-__all__ = ["ComponentFailed", "ManagedProcess", "free_port", "wait_until"]
+__all__ = [
+    "ComponentFailed",
+    "EmbeddedComponent",
+    "ManagedProcess",
+    "free_port",
+    "http_ok",
+    "wait_until",
+]
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
@@ -31,6 +41,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    """True when ``url`` answers 200 (readiness probes)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _die_with_parent() -> None:
@@ -137,9 +156,38 @@ class ManagedProcess:
             os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.wait()
 
-    def __enter__(self) -> ManagedProcess:
+    def __enter__(self) -> Self:
         self.start()
         return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedComponent:
+    """A component backed by one ``ManagedProcess`` and a readiness probe."""
+
+    process: ManagedProcess
+    startup_timeout: float = 60.0
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float | None = None) -> Self:
+        self.process.start()
+        self.process.wait_ready(self.ready, timeout or self.startup_timeout)
+        return self
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
 
     def __exit__(
         self,

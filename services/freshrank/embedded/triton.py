@@ -11,15 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 import pytriton
 
-from freshrank.embedded.process import ManagedProcess, free_port
+from freshrank.embedded.process import EmbeddedComponent, ManagedProcess, free_port, http_ok
 
 __all__ = ["EmbeddedTriton", "triton_distribution"]
 
@@ -51,8 +48,10 @@ def _server_env() -> dict[str, str]:
     return env
 
 
-class EmbeddedTriton:
+class EmbeddedTriton(EmbeddedComponent):
     """``tritonserver --model-control-mode=explicit`` over ``model_repository``."""
+
+    startup_timeout = 90.0
 
     def __init__(
         self,
@@ -92,28 +91,5 @@ class EmbeddedTriton:
             "triton", argv, log_path=workdir / "logs" / "triton.log", env=_server_env()
         )
 
-    def _live(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/live", timeout=1) as r:
-                return bool(r.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def start(self, timeout: float = 90.0) -> EmbeddedTriton:
-        self.process.start()
-        self.process.wait_ready(self._live, timeout)
-        return self
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def __enter__(self) -> EmbeddedTriton:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def ready(self) -> bool:
+        return http_ok(f"http://{self.http_url}/v2/health/live")

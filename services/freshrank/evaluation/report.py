@@ -32,7 +32,7 @@ def print_table(
             f"{dataset.users:,} users, {dataset.items:,} items, batch {settings.batch_size}"
         )
     )
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
     table.add_column("HR@10", justify="right")
     table.add_column("NDCG@10", justify="right")
     table.add_column("HR@10 full", justify="right")

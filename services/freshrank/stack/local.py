@@ -7,13 +7,12 @@ import json
 import logging
 import os
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 
 from freshrank.core.kafka import ensure_topics
 from freshrank.embedded import EmbeddedBroker, EmbeddedTriton, ManagedProcess, free_port
+from freshrank.embedded.process import http_ok
 
 __all__ = ["SERVICE_ROLES", "LocalStack", "StackConfig"]
 
@@ -100,7 +99,7 @@ class LocalStack:
         )
         process.start()
         self.services[role] = process
-        process.wait_ready(lambda: _http_ok(f"{self.url(role)}/healthz"), timeout=120)
+        process.wait_ready(lambda: http_ok(f"{self.url(role)}/healthz"), timeout=120)
 
     def _write_state(self) -> None:
         state = {"pid": os.getpid(), "urls": self.urls()}
@@ -124,11 +123,3 @@ class LocalStack:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
