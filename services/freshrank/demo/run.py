@@ -138,23 +138,20 @@ async def _drive(
             )
             state.snapshots.append(snapshot)
             live.update(_view(config, state, snapshot, load.result))
-            if _finished(state, snapshot):
+            if _finished(state, snapshot, load.result):
                 break
     load.stop()
     return await load_task
 
 
-def _finished(state: _Run, snapshot: Snapshot) -> bool:
-    """All events trained and a model exported after the last of them."""
+def _finished(state: _Run, snapshot: Snapshot, load: LoadResult) -> bool:
+    """All events trained, exported, and that newest version seen by the clients."""
     trained = snapshot.trainer.get(EVENTS_TRAINED, 0.0)
     handled = trained + snapshot.trainer.get(DEAD_LETTERS, 0.0)
-    covered = snapshot.exports[-1].events_covered if snapshot.exports else 0
-    return (
-        state.replay_done
-        and handled >= state.sent
-        and covered >= trained
-        and len(snapshot.exports) >= 2
-    )
+    if not (state.replay_done and handled >= state.sent and len(snapshot.exports) >= 2):
+        return False
+    newest = snapshot.exports[-1]
+    return newest.events_covered >= trained and newest.version in load.versions_served
 
 
 def _view(config: DemoConfig, state: _Run, snapshot: Snapshot, load: LoadResult) -> Table:

@@ -50,9 +50,6 @@ class IdMap:
         get = self._rows.get
         return np.fromiter((get(i, PADDING_ROW) for i in ids), dtype=np.int64)
 
-    def id_of(self, row: int) -> str | None:
-        return self._ids[row] if 0 < row < self.capacity else None
-
     def active_rows(self) -> npt.NDArray[np.int64]:
         """Rows owned by an ID, ascending (the catalogue a full ranking scores)."""
         return np.sort(np.fromiter(self._rows.values(), dtype=np.int64, count=len(self._rows)))
