@@ -9,6 +9,7 @@ from freshrank.core.settings import (
     CommonSettings,
     SettingsError,
     add_arguments,
+    host_port,
     load_settings,
     opt,
 )
@@ -46,3 +47,9 @@ def test_bad_value_names_flag_or_env_var() -> None:
         load_settings(_Settings, environ={"FRESHRANK_PORT": "eighty"})
     with pytest.raises(SettingsError, match="--verbose"):
         load_settings(_Settings, _parse(["--verbose", "maybe"]), environ={})
+
+
+def test_host_port_accepts_urls_with_or_without_scheme() -> None:
+    assert host_port("http://127.0.0.1:8000/") == "127.0.0.1:8000"
+    assert host_port("https://triton:8000") == "triton:8000"
+    assert host_port("127.0.0.1:8001") == "127.0.0.1:8001"

@@ -15,7 +15,7 @@ from freshrank.ranking.fallback import PopularityFallback, top_k
 from freshrank.ranking.model_state import ModelState, history_len_of, load_model_state
 from freshrank.ranking.ranker import Ranker
 from freshrank.ranking.settings import RankingSettings
-from freshrank.ranking.triton import CircuitBreaker, host_port
+from freshrank.ranking.triton import CircuitBreaker
 
 LIMITS = RankLimits(default_k=10, max_k=100, max_candidates=5)
 
@@ -132,8 +132,3 @@ def test_settings_reject_unknown_protocol_and_scorer() -> None:
     with pytest.raises(ValueError, match="scorer"):
         RankingSettings(scorer="abacus")
     assert RankingSettings().port == 8080
-
-
-def test_triton_url_may_carry_a_scheme() -> None:
-    assert host_port("http://127.0.0.1:8000/") == "127.0.0.1:8000"
-    assert host_port("127.0.0.1:8001") == "127.0.0.1:8001"

@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Any
 
-from freshrank.bench.report import BenchTable
+from freshrank.bench.report import BenchTable, percentile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,7 +176,7 @@ async def _ours(cluster: _Cluster, url: str, args: argparse.Namespace) -> dict[s
         rss_after = _rss_mib()
     return {
         "latency_ms": statistics.median(latencies),
-        "latency_p95_ms": sorted(latencies)[max(0, round(0.95 * len(latencies)) - 1)],
+        "latency_p95_ms": percentile(latencies, 95),
         "throughput": args.crs / elapsed,
         "rss_mb": rss_after - rss,
     }

@@ -15,7 +15,15 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-__all__ = ["CommonSettings", "SettingsError", "add_arguments", "env_name", "load_settings", "opt"]
+__all__ = [
+    "CommonSettings",
+    "SettingsError",
+    "add_arguments",
+    "env_name",
+    "host_port",
+    "load_settings",
+    "opt",
+]
 
 ENV_PREFIX = "FRESHRANK_"
 S = TypeVar("S")
@@ -117,3 +125,8 @@ def load_settings(
         elif env_name(field.name) in env:
             values[field.name] = _parse(kind, env[env_name(field.name)], env_name(field.name))
     return cls(**values)
+
+
+def host_port(url: str) -> str:
+    """``host:port`` of a URL given with or without a scheme (tritonclient wants none)."""
+    return url.split("://", 1)[-1].rstrip("/")

@@ -24,6 +24,7 @@ from rich.table import Table
 from freshrank.bench.report import percentile
 from freshrank.core.codec import InteractionEvent
 from freshrank.core.kafka import EventProducer
+from freshrank.core.model_repo import ExportRecord
 from freshrank.demo.load import LoadResult, RankLoad
 from freshrank.demo.observe import Snapshot
 from freshrank.demo.report import print_report, write_chart, write_json
@@ -157,7 +158,7 @@ def _finished(state: _Run, snapshot: Snapshot, load: LoadResult) -> bool:
 def _view(config: DemoConfig, state: _Run, snapshot: Snapshot, load: LoadResult) -> Table:
     recent = load.latencies_ms[-200:]
     exports = snapshot.exports
-    freshness = [_freshness_s(e) for e in exports if _freshness_s(e) is not None]
+    freshness = _freshness_series(exports)
     table = Table(title=f"freshrank demo ({config.dataset}, {snapshot.seconds:.0f}s)")
     table.add_column("what")
     table.add_column("now", justify="right")
@@ -178,9 +179,10 @@ def _view(config: DemoConfig, state: _Run, snapshot: Snapshot, load: LoadResult)
     return table
 
 
-def _freshness_s(record: Any) -> float | None:
-    value = record.extra.get("freshness_s")
-    return float(value) if value is not None else None
+def _freshness_series(exports: list[ExportRecord]) -> list[float]:
+    """Measured freshness (event ingest -> READY on Triton) of each export, in seconds."""
+    values = (e.extra.get("freshness_s") for e in exports)
+    return [float(v) for v in values if v is not None]
 
 
 def _report(
@@ -189,7 +191,7 @@ def _report(
     last = state.snapshots[-1] if state.snapshots else None
     trainer = last.trainer if last else {}
     exports = last.exports if last else []
-    freshness = [f for f in (_freshness_s(e) for e in exports) if f is not None]
+    freshness = _freshness_series(exports)
     hr = trainer.get(ROLLING_HR, 0.0)
     errors = load.errors
     checks = {

@@ -21,8 +21,9 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from freshrank.core.model_repo import INPUTS, OUTPUT
+from freshrank.core.settings import host_port
 
-__all__ = ["CircuitBreaker", "Rows", "Scores", "ScoringUnavailable", "TritonScorer", "host_port"]
+__all__ = ["CircuitBreaker", "Rows", "Scores", "ScoringUnavailable", "TritonScorer"]
 
 _tracer = trace.get_tracer("freshrank.ranking")
 Rows = npt.NDArray[np.int64]
@@ -62,11 +63,6 @@ class CircuitBreaker:
             self._open_until = self._clock() + self._open_s
             # Half-open afterwards: one more failure re-opens at once.
             self._failures = self._threshold - 1
-
-
-def host_port(url: str) -> str:
-    """``host:port`` of a Triton URL given with or without a scheme (tritonclient wants none)."""
-    return url.split("://", 1)[-1].rstrip("/")
 
 
 class TritonScorer:

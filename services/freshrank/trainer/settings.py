@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from freshrank.core.settings import CommonSettings, opt
+from freshrank.core.settings import CommonSettings, host_port, opt
 
 __all__ = ["DEVICES", "QUALITY_METRICS", "TrainerSettings"]
 
@@ -69,4 +69,4 @@ class TrainerSettings(CommonSettings):
     @property
     def triton_host_port(self) -> str:
         """``triton_url`` without a scheme (tritonclient wants host:port)."""
-        return self.triton_url.removeprefix("http://").removeprefix("https://").rstrip("/")
+        return host_port(self.triton_url)
