@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,12 @@ from freshrank.core.model_repo import ExportRecord, ModelRepository
 from freshrank.ranking.api import BadRequest, RankLimits, parse_json_query
 from freshrank.ranking.candidates import Retrieval
 from freshrank.ranking.fallback import PopularityFallback, top_k
-from freshrank.ranking.model_state import ModelState, history_len_of, load_model_state
+from freshrank.ranking.model_state import (
+    ModelState,
+    ModelWatcher,
+    history_len_of,
+    load_model_state,
+)
 from freshrank.ranking.ranker import Ranker
 from freshrank.ranking.settings import RankingSettings
 from freshrank.ranking.triton import CircuitBreaker
@@ -132,3 +138,28 @@ def test_settings_reject_unknown_protocol_and_scorer() -> None:
     with pytest.raises(ValueError, match="scorer"):
         RankingSettings(scorer="abacus")
     assert RankingSettings().port == 8080
+
+
+async def test_requests_on_a_dropped_version_share_one_catch_up(
+    tmp_path: Path, trained: TrainedModel
+) -> None:
+    repository = ModelRepository(tmp_path, "m-ranker")
+    trained.write_version(repository)
+    served = {1}  # what Triton reports READY; the probe is the boundary to Triton
+    probes: list[int] = []
+
+    async def is_ready(version: int) -> bool:
+        probes.append(version)
+        await asyncio.sleep(0.01)  # a real probe takes a round trip: callers overlap
+        return version in served
+
+    watcher = ModelWatcher(repository, is_ready, default_history_len=3, poll_s=3600.0)
+    assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]
+    trained.write_version(repository)
+    served = {2}  # Triton swapped: version 1 is gone
+    probes.clear()
+    states = await asyncio.gather(*(watcher.catch_up(1) for _ in range(20)))
+    assert {s.version for s in states if s is not None} == {2}
+    assert probes == [2]  # one refresh for all twenty callers
+    assert await watcher.catch_up(1) is watcher.serving  # already moved on: no probe
+    assert probes == [2]

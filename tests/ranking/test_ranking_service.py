@@ -141,6 +141,13 @@ async def _start(settings: RankingSettings) -> tuple[web.AppRunner, Running]:
     return runner, Running(f"http://127.0.0.1:{settings.port}", registry, session)
 
 
+def _load_latest(triton: EmbeddedTriton, *, dropped: int) -> bool:
+    """Load the repository's newest version; whether ``dropped`` is still READY afterwards."""
+    client = httpclient.InferenceServerClient(triton.http_url)  # gevent: one thread only
+    client.load_model(MODEL)
+    return bool(client.is_model_ready(MODEL, str(dropped)))
+
+
 def _settings(triton: EmbeddedTriton, features: Features, **overrides: Any) -> RankingSettings:
     values: dict[str, Any] = {
         "name": NAME,
@@ -345,6 +352,36 @@ async def test_grpc_protocol_serves_the_same_ranking(
         await runner.cleanup()
 
 
+async def test_a_version_swapped_in_by_triton_is_used_before_the_next_poll(
+    served_triton: EmbeddedTriton, trained: TrainedModel, features: Features
+) -> None:
+    """Triton serves one version: loading version 2 drops version 1 at once. A ranking
+    service still pinned to version 1 (its next poll an hour away) re-resolves and ranks on
+    version 2 instead of answering with a fallback. Leaves version 2 served."""
+    runner, running = await _start(_settings(served_triton, features, model_poll_s=3600.0))
+    try:
+        body = {"user_id": "u3", "k": 5}
+        for _ in range(100):  # the watcher's first poll, at startup
+            _, first = await running.rank(body)
+            if not first["fallback"]:
+                break
+            await asyncio.sleep(0.1)
+        assert first["model_version"] == 1
+        repository = ModelRepository(served_triton.model_repository, MODEL)
+        newer = await asyncio.to_thread(trained.write_version, repository)
+        assert not await asyncio.to_thread(_load_latest, served_triton, dropped=1)
+
+        status, second = await running.rank(body)
+        assert status == 200
+        assert second["fallback"] is False
+        assert second["model_version"] == newer.version == 2
+        assert [i["item_id"] for i in second["items"]] == [i["item_id"] for i in first["items"]]
+        assert running.fallbacks("version_unavailable") == 0
+    finally:
+        await running.session.close()
+        await runner.cleanup()
+
+
 async def test_feature_service_down_ranks_with_empty_history(
     ranking: Running, features: Features
 ) -> None:
@@ -388,4 +425,6 @@ async def test_killing_triton_gives_fallbacks_and_restarting_recovers(
             break
         await asyncio.sleep(0.2)
     assert body["fallback"] is False
-    assert body["model_version"] == 1
+    assert body["model_version"] == max(
+        ModelRepository(served_triton.model_repository, MODEL).versions()
+    )

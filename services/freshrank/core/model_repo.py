@@ -86,7 +86,10 @@ def render_config(model_name: str, *, backend: str) -> str:
         + f'output [\n  {{ name: "{OUTPUT}" data_type: TYPE_FP32 dims: [ -1 ] }}\n]\n'
         + batching
         + instances
-        + "version_policy: { latest: { num_versions: 2 } }\n"
+        # One version: Triton keeps serving the old one until the new one is READY, then
+        # swaps atomically (the ranking service re-resolves a version Triton dropped). Two
+        # would make every load reload the unchanged older version too, doubling load time.
+        + "version_policy: { latest: { num_versions: 1 } }\n"
     )
 
 

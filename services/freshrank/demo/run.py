@@ -26,7 +26,7 @@ from freshrank.core.codec import InteractionEvent
 from freshrank.core.kafka import EventProducer
 from freshrank.core.model_repo import ExportRecord
 from freshrank.demo.load import LoadResult, RankLoad
-from freshrank.demo.observe import Snapshot
+from freshrank.demo.observe import Snapshot, scrape
 from freshrank.demo.report import print_report, write_chart, write_json
 from freshrank.sim import replay
 from freshrank.stack import LocalStack, StackConfig
@@ -37,6 +37,7 @@ __all__ = ["DemoConfig", "run_demo"]
 EVENTS_TRAINED = "freshrank_trainer_events_trained_total"
 DEAD_LETTERS = "freshrank_trainer_events_dead_lettered_total"
 ROLLING_HR = 'freshrank_trainer_prequential{metric="hr@10"}'
+FALLBACKS = "freshrank_ranking_fallback_total"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -57,6 +58,7 @@ class _Run:
     sent: int = 0
     replay_done: bool = False
     snapshots: list[Snapshot] = dataclasses.field(default_factory=list)
+    fallback_reasons: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def run_demo(
@@ -142,7 +144,21 @@ async def _drive(
             if _finished(state, snapshot, load.result):
                 break
     load.stop()
-    return await load_task
+    result = await load_task
+    state.fallback_reasons = _fallback_reasons(
+        await asyncio.to_thread(scrape, stack.url("ranking"))
+    )
+    return result
+
+
+def _fallback_reasons(ranking_metrics: dict[str, float]) -> dict[str, int]:
+    """Fallback answers by reason, as the ranking service counted them."""
+    prefix = FALLBACKS + '{reason="'
+    return {
+        key[len(prefix) : -2]: int(value)
+        for key, value in ranking_metrics.items()
+        if key.startswith(prefix) and value > 0
+    }
 
 
 def _finished(state: _Run, snapshot: Snapshot, load: LoadResult) -> bool:
@@ -213,6 +229,10 @@ def _report(
         "ranking p50 (ms)": percentile(load.latencies_ms, 50),
         "ranking p99 (ms)": percentile(load.latencies_ms, 99),
         "fallbacks": load.fallbacks,
+        "fallbacks by reason": ", ".join(
+            f"{reason} {count:,}" for reason, count in sorted(state.fallback_reasons.items())
+        )
+        or "-",
         "errors": errors,
     }
     summary.update({f"check: {k}": "PASS" if ok else "FAIL" for k, ok in checks.items()})

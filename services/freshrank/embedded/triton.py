@@ -84,6 +84,9 @@ class EmbeddedTriton(EmbeddedComponent):
             "--grpc-address=127.0.0.1",
             "--log-verbose=0",
             "--exit-on-error=false",
+            # Our configs are complete; auto-completion would start one more Python stub
+            # (another torch import, seconds) for every model load.
+            "--disable-auto-complete-config",
             *(f"--load-model={name}" for name in load_models),
         ]
         model_repository.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from freshrank.model import PADDING_ROW, IdMap
 __all__ = ["ModelState", "ModelWatcher", "history_len_of", "load_model_state"]
 
 log = logging.getLogger(__name__)
-_PROBED_VERSIONS = 3  # Triton keeps two versions loaded; looking at three covers a swap
+_PROBED_VERSIONS = 3  # Triton serves one version; looking at three covers exports racing a poll
 _CACHED_STATES = 2
 
 
@@ -118,6 +118,7 @@ class ModelWatcher:
         self._states: dict[int, ModelState] = {}
         self.serving: ModelState | None = None
         self.last_known: ModelState | None = None  # kept while Triton is down: retrieval needs it
+        self._refreshing: asyncio.Task[ModelState | None] | None = None
 
     async def refresh(self) -> ModelState | None:
         """One poll: find the newest READY version and load its ID maps if new."""
@@ -138,6 +139,18 @@ class ModelWatcher:
             # still make a better fallback than nothing.
             self.last_known = await self._state(versions[-1])
         return None
+
+    async def catch_up(self, stale_version: int) -> ModelState | None:
+        """Triton dropped ``stale_version``: refresh now instead of at the next poll.
+
+        Every request that hit the dropped version calls this at about the same moment; they
+        share one refresh (single flight) rather than each probing Triton.
+        """
+        if self.serving is not None and self.serving.version != stale_version:
+            return self.serving  # another caller already moved on
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self.refresh())
+        return await asyncio.shield(self._refreshing)
 
     async def run(self, on_refresh: Callable[[ModelState | None], None] | None = None) -> None:
         """Poll forever (cancel to stop); ``on_refresh`` sees each poll's serving state."""

@@ -21,7 +21,7 @@ from freshrank.ranking.features import FeatureLookup
 from freshrank.ranking.metrics import RankingMetrics
 from freshrank.ranking.model_state import ModelState, ModelWatcher
 from freshrank.ranking.scorer import Scorer
-from freshrank.ranking.triton import Rows, ScoringUnavailable
+from freshrank.ranking.triton import Rows, ScoringUnavailable, VersionUnavailable
 
 __all__ = ["RankQuery", "Ranker", "Ranking"]
 
@@ -66,7 +66,24 @@ class Ranker:
         model = self._watcher.serving
         if model is None:
             return self._fall_back(query, "no_ready_model")
-        history = await self._features.history(query.user_id)  # None: unavailable -> empty
+        history = await self._features.history(query.user_id) or ()  # None: unavailable
+        try:
+            try:
+                return await self._rank_with(model, query, history)
+            except VersionUnavailable:
+                # Triton swapped to a newer version since our last poll: rank once more on
+                # it (with its own ID maps) rather than answering with a fallback.
+                newer = await self._watcher.catch_up(model.version)
+                if newer is None or newer.version == model.version:
+                    raise
+                return await self._rank_with(newer, query, history)
+        except ScoringUnavailable as exc:
+            log.debug("scoring unavailable", extra={"reason": exc.reason, "error": str(exc)})
+            return self._fall_back(query, exc.reason)
+
+    async def _rank_with(
+        self, model: ModelState, query: RankQuery, history: Sequence[str]
+    ) -> Ranking:
         if query.candidates is None:
             item_ids, item_rows = self._retrieval.candidates(model)
         else:
@@ -79,15 +96,14 @@ class Ranker:
             scores = await self._scorer.score(
                 model.version,
                 model.user_row.get(query.user_id, PADDING_ROW),
-                self._history_rows(model, history or ()),
+                self._history_rows(model, history),
                 item_rows,
             )
             if scores.shape != item_rows.shape:
                 raise ScoringUnavailable("bad_output", f"scores shape {scores.shape}")
         except ScoringUnavailable as exc:
             self._observe_scorer(start, exc.reason)
-            log.debug("scoring unavailable", extra={"reason": exc.reason, "error": str(exc)})
-            return self._fall_back(query, exc.reason)
+            raise
         self._observe_scorer(start, "ok")
         order = top_k(scores, query.k)
         return Ranking(

@@ -23,9 +23,18 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from freshrank.core.model_repo import INPUTS, OUTPUT
 from freshrank.core.settings import host_port
 
-__all__ = ["CircuitBreaker", "Rows", "Scores", "ScoringUnavailable", "TritonScorer"]
+__all__ = [
+    "CircuitBreaker",
+    "Rows",
+    "Scores",
+    "ScoringUnavailable",
+    "TritonScorer",
+    "VersionUnavailable",
+]
 
 _tracer = trace.get_tracer("freshrank.ranking")
+# Triton's answer (HTTP 503/404, gRPC UNAVAILABLE/NOT_FOUND) for a version it no longer serves.
+_UNKNOWN_VERSION = "Request for unknown model"
 Rows = npt.NDArray[np.int64]
 Scores = npt.NDArray[np.float32]
 
@@ -36,6 +45,17 @@ class ScoringUnavailable(RuntimeError):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+
+
+class VersionUnavailable(ScoringUnavailable):
+    """Triton does not serve this version (any more): a newer one has replaced it.
+
+    Not a fault of Triton: the breaker ignores it and the ranker retries on the newer version.
+    """
+
+    def __init__(self, version: int, detail: str = "") -> None:
+        super().__init__("version_unavailable", detail or f"version {version}")
+        self.version = version
 
 
 class CircuitBreaker:
@@ -119,6 +139,9 @@ class TritonScorer:
                 scores = await self._infer_with_retries(
                     version, user_row, history, candidates, headers
                 )
+            except VersionUnavailable as exc:
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise
             except ScoringUnavailable as exc:
                 self.breaker.failure()
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
@@ -150,6 +173,8 @@ class TritonScorer:
             except TimeoutError:
                 raise ScoringUnavailable("deadline", f"{self.deadline_s * 1000:.0f} ms") from None
             except Exception as exc:  # connection refused/reset, Triton error: retry, bounded
+                if _UNKNOWN_VERSION in str(exc):  # retrying the same version cannot help
+                    raise VersionUnavailable(version, str(exc)) from None
                 last_error = exc
                 continue
             scores: Scores = result.as_numpy(OUTPUT)[0]

@@ -5,8 +5,8 @@ training steps (so the model is consistent); everything slow happens here, concu
 training. ``ModelRepository.write_version`` renames the version into place and then asks for
 its ``ExportRecord``; we produce that record only once Triton reports the version READY, so
 the manifest entry carries the measured freshness and ranking never reads a record of a
-version Triton is not serving. Triton keeps serving the previous version until then
-(``version_policy: latest 2``). A version that fails to load is removed again.
+version Triton is not serving. Triton keeps serving the previous version until then and
+swaps atomically (``version_policy: latest 1``). A version that fails to load is removed again.
 """
 
 from __future__ import annotations
