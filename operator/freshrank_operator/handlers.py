@@ -172,7 +172,9 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         *RESOURCE,
         registry=registry,
         interval=config.tick_seconds,
-        initial_delay=0.1,
+        # The create/resume reconcile has just written status: first tick one period later
+        # (100 CRs created at once otherwise start 100 duplicate observations at once).
+        initial_delay=config.tick_seconds,
         backoff=config.tick_seconds,
     )
     async def tick(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
@@ -202,9 +204,9 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], patch: kopf.Patch) 
     if invalid:
         fail([Problem("InvalidSpec", "; ".join(str(e) for e in invalid))], kopf.PermanentError)
     spec = render.defaulted(body.get("spec") or {})
-    missing = await reconcile.reference_problems(client, meta["namespace"], spec)
-    if missing:
-        fail(missing, kopf.TemporaryError)
+    references = await reconcile.check_references(client, meta["namespace"], spec)
+    if references.problems:
+        fail(references.problems, kopf.TemporaryError)
     desired_replicas = (body.get("status") or {}).get("desiredReplicas")
     manifests = render.render(
         body, render.Desired(config.service_image, ranking_replicas=desired_replicas)
@@ -231,6 +233,7 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], patch: kopf.Patch) 
                 meta["name"],
                 int(spec["kafka"]["partitions"]),
                 config.kafka_timeout_seconds,
+                references.kafka_credentials,
             )
         except Exception as exc:
             problem = Problem(
@@ -241,7 +244,7 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], patch: kopf.Patch) 
             fail([problem], kopf.TemporaryError)
     state.problems = []
     gauge.set(0)
-    observation = await reconcile.observe(client, body)
+    observation = await reconcile.observe(client, body, result.live)
     selector = ",".join(
         f"{k}={v}" for k, v in render.selector_labels(meta["name"], "ranking").items()
     )
@@ -270,7 +273,11 @@ def _autoscaler(state: ObjectState, autoscaling: Mapping[str, Any]) -> Autoscale
 
 
 async def _latency_p95(
-    runtime: Runtime, body: Mapping[str, Any], autoscaling: Mapping[str, Any], state: ObjectState
+    runtime: Runtime,
+    body: Mapping[str, Any],
+    autoscaling: Mapping[str, Any],
+    state: ObjectState,
+    observation: reconcile.Observation,
 ) -> float | None:
     client, meta = runtime.api(), body["metadata"]
     if autoscaling.get("prometheusUrl"):
@@ -280,7 +287,9 @@ async def _latency_p95(
         except Exception as exc:
             log.warning("prometheus query failed", extra={"error": str(exc)})
             return None
-    pods = await reconcile.scrape_ranking_latency(client, meta["namespace"], meta["name"])
+    pods = await reconcile.scrape_ranking_latency(
+        client, meta["namespace"], meta["name"], observation.pods
+    )
     assert state.window is not None
     state.window.add(time.monotonic(), pods)
     return state.window.p95_ms()
@@ -335,7 +344,7 @@ async def _tick(runtime: Runtime, body: kopf.Body, patch: kopf.Patch, logger: An
     autoscaling = spec["autoscaling"]
     if not state.problems:
         autoscaler = _autoscaler(state, autoscaling)
-        p95 = await _latency_p95(runtime, raw, autoscaling, state)
+        p95 = await _latency_p95(runtime, raw, autoscaling, state, observation)
         if p95 is not None:
             values["latencyP95Ms"] = round(p95, 2)
             runtime.metrics.ranking_p95_ms.labels(meta["namespace"], meta["name"]).set(p95)

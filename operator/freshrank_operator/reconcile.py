@@ -5,11 +5,12 @@ ensure topics, observe the services. ``handlers`` wires these into Kopf.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
@@ -18,17 +19,23 @@ from freshrank_operator.kube import KubeClient, KubeError, NotFound
 from freshrank_operator.observe import Buckets, TrainerReport, parse_latency_buckets
 from freshrank_operator.status import Problem, WorkloadState, workload_state
 
+if TYPE_CHECKING:
+    from freshrank.core.kafka import KafkaCredentials
+
 __all__ = [
     "CHILD_KINDS",
     "ApplyResult",
     "Observation",
+    "References",
     "apply_children",
+    "check_references",
     "delete_children",
     "ensure_kafka_topics",
     "observe",
     "owned_children",
     "reference_problems",
     "scrape_ranking_latency",
+    "secret_value",
 ]
 
 tracer = trace.get_tracer("freshrank.operator")
@@ -51,6 +58,9 @@ class ApplyResult:
     applied: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
+    # Every rendered child as the server holds it after the apply (what it answered, or
+    # what the list showed when nothing was written): enough to observe without relisting.
+    live: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _label(manifest: Mapping[str, Any]) -> str:
@@ -66,20 +76,65 @@ def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in refs)
 
 
+@dataclass(frozen=True)
+class References:
+    """What the spec's references resolved to: problems (each names its field), and the
+    Kafka credentials read from ``spec.kafka.credentialsSecret`` (None: plaintext)."""
+
+    problems: list[Problem]
+    kafka_credentials: KafkaCredentials | None = None
+
+
 async def reference_problems(
     client: KubeClient, namespace: str, spec: Mapping[str, Any]
 ) -> list[Problem]:
     """Secrets and claims the spec names but the namespace lacks (schema cannot see those)."""
-    problems: list[Problem] = []
-    secret = (spec.get("kafka") or {}).get("credentialsSecret")
-    if secret and await client.get_or_none("v1", "Secret", namespace, secret["name"]) is None:
-        problems.append(
+    return (await check_references(client, namespace, spec)).problems
+
+
+def secret_value(secret: Mapping[str, Any], key: str) -> str | None:
+    """A Secret's value for ``key`` (``data`` is base64; ``stringData`` as written)."""
+    encoded = (secret.get("data") or {}).get(key)
+    if encoded is not None:
+        return base64.b64decode(encoded, validate=True).decode()
+    plain = (secret.get("stringData") or {}).get(key)
+    return None if plain is None else str(plain)
+
+
+async def _kafka_credentials(
+    client: KubeClient, namespace: str, spec: Mapping[str, Any]
+) -> tuple[KafkaCredentials | None, list[Problem]]:
+    from freshrank.core.kafka import CREDENTIAL_KEYS, KafkaCredentials, MissingCredential
+
+    reference = (spec.get("kafka") or {}).get("credentialsSecret")
+    if not reference:
+        return None, []
+    name = reference["name"]
+    secret = await client.get_or_none("v1", "Secret", namespace, name)
+    if secret is None:
+        return None, [
             Problem(
                 "KafkaSecretNotFound",
-                f"spec.kafka.credentialsSecret.name: Secret {secret['name']!r} not found "
+                f"spec.kafka.credentialsSecret.name: Secret {name!r} not found "
                 f"in namespace {namespace!r}",
             )
-        )
+        ]
+    try:
+        values = {key: secret_value(secret, key) for key in CREDENTIAL_KEYS}
+        return KafkaCredentials.from_values(values), []
+    except MissingCredential as missing:
+        required = ", ".join(k for k, f in CREDENTIAL_KEYS.items() if f.required)
+        message = f"Secret {name!r} has no key {missing.key!r} (required: {required})"
+    except (ValueError, UnicodeDecodeError) as exc:  # bad base64 / not UTF-8
+        message = f"Secret {name!r} has an unreadable value: {exc}"
+    return None, [Problem("KafkaSecretKeyMissing", f"spec.kafka.credentialsSecret.name: {message}")]
+
+
+async def check_references(
+    client: KubeClient, namespace: str, spec: Mapping[str, Any]
+) -> References:
+    """Resolve the Secrets and claims the spec names (the schema cannot see those)."""
+    credentials, problems = await _kafka_credentials(client, namespace, spec)
     dsn = (spec.get("featureStore") or {}).get("dsnSecret")
     if dsn:
         found = await client.get_or_none("v1", "Secret", namespace, dsn["name"])
@@ -108,25 +163,32 @@ async def reference_problems(
                 f"not found in namespace {namespace!r}",
             )
         )
-    return problems
+    return References(problems, credentials)
 
 
-async def _apply_one(client: KubeClient, manifest: Mapping[str, Any]) -> bool:
-    """Apply when the live object's hash differs; True when it wrote."""
+def _spec_hash(obj: Mapping[str, Any]) -> str | None:
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    value = annotations.get(render.SPEC_HASH_ANNOTATION)
+    return None if value is None else str(value)
+
+
+async def _apply_one(
+    client: KubeClient, manifest: Mapping[str, Any], live: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """Apply unless the live child already carries this rendering's hash.
+
+    Returns the object the server answered, or None when nothing was written.
+    """
+    if live is not None and _spec_hash(live) == _spec_hash(manifest):
+        return None
     meta = manifest["metadata"]
-    live = await client.get_or_none(
-        manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
-    )
-    wanted = meta["annotations"][render.SPEC_HASH_ANNOTATION]
-    if live is not None:
-        have = (live.get("metadata", {}).get("annotations") or {}).get(render.SPEC_HASH_ANNOTATION)
-        if have == wanted:
-            return False
     with tracer.start_as_current_span(
         "apply", attributes={"k8s.kind": manifest["kind"], "k8s.name": meta["name"]}
     ):
-        await client.apply(manifest)
-    return True
+        written = await client.apply(manifest)
+    written.setdefault("apiVersion", manifest["apiVersion"])
+    written.setdefault("kind", manifest["kind"])
+    return written
 
 
 async def owned_children(
@@ -151,20 +213,33 @@ async def owned_children(
 async def apply_children(
     client: KubeClient, cr: Mapping[str, Any], manifests: Sequence[Mapping[str, Any]]
 ) -> ApplyResult:
-    """Apply what changed, then delete owned children the rendering no longer contains."""
+    """Apply what changed, then delete owned children the rendering no longer contains.
+
+    One label-selected list per child kind tells both what is live (and its hash) and what
+    to prune: no GET per child, so an unchanged CR costs a handful of lists and no writes.
+    """
     result = ApplyResult()
-    wrote = await asyncio.gather(*(_apply_one(client, m) for m in manifests))
-    for manifest, changed in zip(manifests, wrote, strict=True):
-        (result.applied if changed else result.unchanged).append(_label(manifest))
     meta = cr["metadata"]
+    live = {
+        _live_key(obj): obj
+        for obj in await owned_children(client, meta["namespace"], meta["name"], meta["uid"])
+    }
+    written = await asyncio.gather(
+        *(_apply_one(client, m, live.get(render.child_key(m))) for m in manifests)
+    )
+    for manifest, answer in zip(manifests, written, strict=True):
+        (result.applied if answer is not None else result.unchanged).append(_label(manifest))
+        result.live.append(answer if answer is not None else live[render.child_key(manifest)])
     wanted = {render.child_key(m) for m in manifests}
-    live = await owned_children(client, meta["namespace"], meta["name"], meta["uid"])
-    for obj in live:
-        key = (obj["apiVersion"], obj["kind"], obj["metadata"]["name"])
+    for key in live:
         if key not in wanted:
             await client.delete(key[0], key[1], meta["namespace"], key[2])
             result.pruned.append(f"{key[1]}/{key[2]}")
     return result
+
+
+def _live_key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
 
 
 async def delete_children(client: KubeClient, cr: Mapping[str, Any]) -> list[str]:
@@ -182,7 +257,13 @@ def topics_for(name: str) -> list[str]:
     return [f"{name}.events", f"{name}.events.dlq"]
 
 
-async def ensure_kafka_topics(bootstrap: str, name: str, partitions: int, timeout: float) -> None:
+async def ensure_kafka_topics(
+    bootstrap: str,
+    name: str,
+    partitions: int,
+    timeout: float,
+    credentials: KafkaCredentials | None = None,
+) -> None:
     """Create ``<name>.events`` and its DLQ if missing (blocking admin calls off the loop)."""
     from freshrank.core.kafka import ensure_topics
 
@@ -191,7 +272,11 @@ async def ensure_kafka_topics(bootstrap: str, name: str, partitions: int, timeou
         await loop.run_in_executor(
             None,
             lambda: ensure_topics(
-                bootstrap, topics_for(name), partitions=partitions, timeout=timeout
+                bootstrap,
+                topics_for(name),
+                partitions=partitions,
+                timeout=timeout,
+                credentials=credentials,
             ),
         )
 
@@ -202,6 +287,7 @@ class Observation:
     trainer: TrainerReport | None
     replicas: int | None  # ranking Deployment's current spec.replicas
     ready_replicas: int | None
+    pods: list[dict[str, Any]] = field(default_factory=list)  # the CR's pods, every component
 
 
 def _pod_url(pod: Mapping[str, Any], default_port: int) -> str | None:
@@ -216,14 +302,23 @@ def _pod_url(pod: Mapping[str, Any], default_port: int) -> str | None:
     return f"http://{ip}:{port}/metrics"
 
 
+async def _instance_pods(client: KubeClient, namespace: str, name: str) -> list[dict[str, Any]]:
+    """Every pod of the CR in one list (split by component here, not by one list each).
+
+    Pods carry the template's selector labels only (no managed-by), so select on the instance.
+    """
+    return await client.list("v1", "Pod", namespace, labels={"app.kubernetes.io/instance": name})
+
+
 async def _pod_metrics(
-    client: KubeClient, namespace: str, name: str, component: str
+    client: KubeClient, pods: Sequence[Mapping[str, Any]], component: str
 ) -> dict[str, str]:
-    pods = await client.list("v1", "Pod", namespace, labels=render.selector_labels(name, component))
     urls = {
         p["metadata"]["name"]: url
         for p in pods
-        if (url := _pod_url(p, render.PORTS[component])) is not None
+        if (p.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/component")
+        == component
+        and (url := _pod_url(p, render.PORTS[component])) is not None
     }
 
     async def fetch(url: str) -> str | None:
@@ -238,10 +333,15 @@ async def _pod_metrics(
 
 
 async def scrape_ranking_latency(
-    client: KubeClient, namespace: str, name: str
+    client: KubeClient,
+    namespace: str,
+    name: str,
+    pods: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Buckets]:
-    """Each ranking pod's cumulative latency buckets for /v1/rank."""
-    texts = await _pod_metrics(client, namespace, name, "ranking")
+    """Each ranking pod's cumulative latency buckets for /v1/rank (``pods``: already listed)."""
+    if pods is None:
+        pods = await _instance_pods(client, namespace, name)
+    texts = await _pod_metrics(client, pods, "ranking")
     return {pod: parse_latency_buckets(text) for pod, text in texts.items()}
 
 
@@ -259,31 +359,46 @@ async def prometheus_p95_ms(client: KubeClient, url: str, query: str) -> float |
     return None if value != value else value * 1000.0  # NaN: no requests in the window
 
 
-async def observe(client: KubeClient, cr: Mapping[str, Any]) -> Observation:
+async def observe(
+    client: KubeClient, cr: Mapping[str, Any], children: Sequence[Mapping[str, Any]] | None = None
+) -> Observation:
+    """Workload readiness, the trainer's report and the ranking replicas of ``cr``.
+
+    ``children``: the live children if the caller has them (a reconcile just applied them);
+    otherwise the Deployments and StatefulSets are listed.
+    """
     meta = cr["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    pods_listed = _instance_pods(client, namespace, name)
+    if children is None:
+        deployments, statefulsets, pods = await asyncio.gather(
+            client.list("apps/v1", "Deployment", namespace, labels=_instance_labels(name)),
+            client.list("apps/v1", "StatefulSet", namespace, labels=_instance_labels(name)),
+            pods_listed,
+        )
+        workload_objects: Sequence[Mapping[str, Any]] = [*deployments, *statefulsets]
+    else:
+        pods = await pods_listed
+        workload_objects = [c for c in children if c.get("kind") in {"Deployment", "StatefulSet"}]
     workloads: list[WorkloadState] = []
     replicas = ready = None
-    for api_version, kind in (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet")):
-        for obj in await client.list(api_version, kind, namespace, labels=_instance_labels(name)):
-            if not _owned_by(obj, uid):
-                continue
-            state = workload_state(obj)
-            workloads.append(state)
-            if state.component == "ranking":
-                replicas, ready = state.desired, state.ready
-    workloads.sort(
-        key=lambda w: (
-            ["feature", "trainer", "triton", "ranking"].index(w.component)
-            if w.component in {"feature", "trainer", "triton", "ranking"}
-            else 99
-        )
-    )
-    trainer_texts = await _pod_metrics(client, namespace, name, "trainer")
+    for obj in workload_objects:
+        if not _owned_by(obj, uid):
+            continue
+        state = workload_state(obj)
+        workloads.append(state)
+        if state.component == "ranking":
+            replicas, ready = state.desired, state.ready
+    workloads.sort(key=_component_order)
     trainer = None
-    for text in trainer_texts.values():
+    for text in (await _pod_metrics(client, pods, "trainer")).values():
         trainer = TrainerReport.from_metrics(text)
-    return Observation(workloads, trainer, replicas, ready)
+    return Observation(workloads, trainer, replicas, ready, pods)
+
+
+def _component_order(workload: WorkloadState) -> int:
+    order = ["feature", "trainer", "triton", "ranking"]
+    return order.index(workload.component) if workload.component in order else len(order)
 
 
 def now() -> float:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from freshrank_operator.crd import API_VERSION, KIND, apply_defaults, object_schema
+from freshrank_operator.crd import API_VERSION, KIND, apply_defaults, shared_object_schema
 
 __all__ = [
     "CONFIG_HASH_ANNOTATION",
@@ -59,15 +59,22 @@ class Desired:
 
 def defaulted(spec: Mapping[str, Any]) -> dict[str, Any]:
     """``spec`` with the CRD's defaults filled in (the API server does this; the emulator not)."""
-    schema = object_schema()["properties"]["spec"]
+    schema = shared_object_schema()["properties"]["spec"]
     result: dict[str, Any] = apply_defaults(copy.deepcopy(dict(spec)), schema)
     return result
 
 
 def manifest_hash(manifest: Mapping[str, Any]) -> str:
     """A stable hash of a manifest's content (its own hash annotation excluded)."""
-    body = copy.deepcopy(dict(manifest))
-    body.get("metadata", {}).get("annotations", {}).pop(SPEC_HASH_ANNOTATION, None)
+    body = dict(manifest)  # shallow: only the metadata path to the annotation is rebuilt
+    if isinstance(body.get("metadata"), Mapping):
+        metadata = dict(body["metadata"])
+        annotations = metadata.get("annotations")
+        if isinstance(annotations, Mapping) and SPEC_HASH_ANNOTATION in annotations:
+            metadata["annotations"] = {
+                k: v for k, v in annotations.items() if k != SPEC_HASH_ANNOTATION
+            }
+        body["metadata"] = metadata
     encoded = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(encoded).hexdigest()[:16]
 
@@ -196,13 +203,37 @@ def _env(values: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"name": key, "value": str(value)} for key, value in values.items()]
 
 
+def _kafka_credentials_env(ctx: _Cr) -> list[dict[str, Any]]:
+    """``spec.kafka.credentialsSecret``'s keys as the services' ``FRESHRANK_KAFKA_*`` settings.
+
+    Key names, settings and which keys are optional come from ``core.kafka.CREDENTIAL_KEYS``,
+    the same table the operator reads the Secret with for its own admin client.
+    """
+    from freshrank.core.kafka import CREDENTIAL_KEYS
+    from freshrank.core.settings import env_name
+
+    secret = ctx.spec["kafka"].get("credentialsSecret")
+    if not secret:
+        return []
+    return [
+        {
+            "name": env_name(field.setting),
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": secret["name"],
+                    "key": key,
+                    **({} if field.required else {"optional": True}),
+                }
+            },
+        }
+        for key, field in CREDENTIAL_KEYS.items()
+    ]
+
+
 def _service_container(
     ctx: _Cr, role: str, env: Mapping[str, Any], resources: dict[str, Any]
 ) -> dict[str, Any]:
     env_from: list[dict[str, Any]] = [{"configMapRef": {"name": ctx.child("config")}}]
-    secret = ctx.spec["kafka"].get("credentialsSecret")
-    if secret:
-        env_from.append({"secretRef": {"name": secret["name"]}})
     container: dict[str, Any] = {
         "name": role,
         "image": ctx.image,
@@ -210,7 +241,7 @@ def _service_container(
         "args": [role],
         "ports": [{"name": "http", "containerPort": PORTS[role], "protocol": "TCP"}],
         "envFrom": env_from,
-        "env": _env(env),
+        "env": _env(env) + _kafka_credentials_env(ctx),
         "securityContext": copy.deepcopy(_RESTRICTED),
         **_probes("http"),
     }

@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from freshrank.core.codec import EventType, make_event
 from freshrank.core.kafka import (
     ERROR_HEADER,
+    SOURCE_HEADER,
     AsyncConsumer,
     DeadLetters,
     EventProducer,
@@ -104,6 +105,8 @@ async def test_malformed_messages_go_to_dead_letters_with_reason(
     assert dead.value() == b"\x08\x96\x01garbage\xff"
     headers = dict(dead.headers() or [])
     assert headers[ERROR_HEADER].decode() == reason
+    # The de-duplication key of an at-least-once dead letter: where the original lives.
+    assert headers[SOURCE_HEADER].decode() == f"{topic}:0:{message.offset()}"
 
 
 async def test_trace_context_travels_in_headers(

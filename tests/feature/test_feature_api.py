@@ -173,20 +173,17 @@ async def test_cache_serves_reads_and_the_stream_invalidates_it(
     assert (await feature_client.popular(1))[0].item_id == "pen"
 
 
-def test_ttl_cache_bounds_size_and_expires() -> None:
-    now = [0.0]
-    cache: TTLCache[str, int] = TTLCache(2, 10.0, clock=lambda: now[0])
-    for key, value in (("a", 1), ("b", 2), ("c", 3)):
-        cache.put(key, value)
-    assert len(cache) == 2
-    assert cache.get("a") is None  # least recently used went first
-    assert cache.get("b") == 2
-    now[0] = 11.0
-    assert cache.get("b") is None
-    stale_generation = cache.generation
-    cache.invalidate(["c"])
-    cache.put("c", 99, stale_generation)  # a read that raced the invalidation
-    assert cache.get("c") is None
+async def test_cache_counters_are_exported(
+    feature_api: FeatureApi,
+    feature_client: FeatureClient,
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    await feature_client.users(["alice", "bob"])
+    await feature_client.users(["alice"])
+    metrics = await (await client.get("/metrics")).text()
+    assert 'freshrank_feature_cache_lookups_total{result="hit"} 1.0' in metrics
+    assert 'freshrank_feature_cache_lookups_total{result="miss"} 2.0' in metrics
+    assert "freshrank_feature_cache_refreshed_keys_total 0.0" in metrics
 
 
 async def test_store_down_answers_503_and_not_ready() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer
-from feature_helpers import snapshot, stream
+from feature_helpers import event, snapshot, stream
 
 from freshrank.core.codec import InteractionEvent
 from freshrank.core.kafka import ERROR_HEADER, EventProducer, consumer_config, ensure_topics
@@ -141,6 +141,39 @@ async def test_api_reflects_the_stream_through_the_cache(
         fresh = await client.user("u0")
         assert fresh.event_count == 3
         assert fresh.history[0].item_id == events[2].item_id
+
+
+async def test_ingest_prunes_event_ids_beyond_the_retention_window(
+    broker: EmbeddedBroker, unique_name: str, feature_settings: FeatureSettings
+) -> None:
+    settings = dataclasses.replace(
+        feature_settings,
+        name=unique_name,
+        bootstrap_servers=broker.bootstrap,
+        port=free_port(),
+        processed_retention_s=1.0,  # of stream time; the first round spans 2 s
+    )
+    ensure_topics(broker.bootstrap, [settings.events_topic, settings.dlq_topic])
+    service = FeatureService(settings)
+    await service.start()
+    try:
+        assert service.ingester is not None
+        assert service.store is not None
+        service.ingester.prune_interval_s = 0.0  # after every batch
+        first = stream(200)
+        _produce(broker, settings.events_topic, first)
+        await _eventually(lambda: _committed(service, 200))
+        later = event(1, "u0", "i0", first[-1].timestamp_ms + 10_000)
+        _produce(broker, settings.events_topic, [later])
+        await _eventually(lambda: _committed(service, 201))
+        assert service.ingester.pruned == 200
+        assert await service.store.counts() == {
+            "processed": 1,
+            "user_events": 201,
+            "item_events": 201,
+        }
+    finally:
+        await service.stop()
 
 
 async def test_ingester_killed_mid_stream_restarts_without_loss_or_doubles(

@@ -1,17 +1,21 @@
-"""The SQL feature store on SQLite and PostgreSQL: migrations, idempotency, decay, history."""
+"""The SQL feature store on SQLite and PostgreSQL: migrations, idempotency and its retention,
+decay, history, and the driver-level read path."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 
+import psycopg
 import pytest
-from feature_helpers import event, history, snapshot, stream
+from feature_helpers import POSTGRES_URL, event, history, snapshot, stream
 from sqlalchemy import inspect, text
 
 from freshrank.core.codec import EventType
 from freshrank.feature.migrate import current_revision, head_revision, upgrade
-from freshrank.feature.store import FeatureStore
+from freshrank.feature.service import open_store
+from freshrank.feature.settings import FeatureSettings
+from freshrank.feature.store import STORE_ERRORS, FeatureStore, ensure_schema
 
 pytestmark = pytest.mark.integration
 
@@ -120,3 +124,91 @@ async def test_schema_changes_are_transactional(store: FeatureStore) -> None:
         tables = await connection.run_sync(lambda c: inspect(c).get_table_names())
     assert "feature_half_done" not in tables
     assert "feature_users" in tables
+
+
+async def test_processed_ids_are_pruned_after_the_window_in_stream_time(
+    store: FeatureStore,
+) -> None:
+    window_ms = 10_000
+    old = [event(n, "hal", "a", 1_000 + n) for n in range(3)]
+    await store.apply(old)
+    await store.apply([event(10, "hal", "b", 8_000)])
+    assert await store.prune_processed(window_ms) == 0  # clock 8 s: nothing is 10 s old
+    recent = [event(20, "ivy", "c", 12_000), event(21, "ivy", "c", 12_500)]
+    await store.apply(recent)
+    # Clock 12.5 s: ids claimed at stream time < 2.5 s go (the first batch, claimed at 1.002 s).
+    assert await store.prune_processed(window_ms) == 3
+    assert (await store.counts())["processed"] == 3
+    assert await store.prune_processed(window_ms) == 0
+    # Inside the window a redelivery is still a no-op...
+    assert (await store.apply([event(10, "hal", "b", 8_000), *recent])).applied == 0
+    # ...beyond it an id is forgotten: the documented bound (redelivery comes from the
+    # uncommitted tail, well inside a window of days).
+    assert (await store.apply(old[:1])).applied == 1
+
+
+async def test_ids_are_claimed_at_the_stream_clock_not_their_event_time(
+    store: FeatureStore,
+) -> None:
+    await store.apply([event(1, "jon", "a", 50_000)])
+    late = event(2, "jon", "a", 1_000)  # event time far behind the clock
+    await store.apply([late])
+    assert await store.prune_processed(10_000) == 0  # claimed at 50 s, not 1 s
+    assert (await store.apply([late])).applied == 0
+
+
+async def test_pruning_is_bounded_per_call(store: FeatureStore) -> None:
+    await store.apply([event(n, f"u{n}", "a", 1_000 + n) for n in range(25)])
+    await store.apply([event(100, "kim", "b", 100_000)])
+    assert await store.prune_processed(10_000, limit=10) == 10
+    assert await store.prune_processed(10_000, limit=10) == 10
+    assert await store.prune_processed(10_000, limit=10) == 5
+    assert (await store.counts())["processed"] == 1
+
+
+async def test_upgrade_keeps_existing_ids_for_a_full_window(
+    feature_settings: FeatureSettings,
+) -> None:
+    store = await open_store(feature_settings, migrate=False)
+    try:
+        await ensure_schema(store.engine, feature_settings.db_schema)
+        await upgrade(store.engine, "0001")
+        async with store.engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO feature_items (item_id, event_count, decayed, updated_ms)"
+                    " VALUES ('a', 1, 1.0, 77000)"
+                )
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO feature_processed_events (event_id, ingested_ms)"
+                    " VALUES ('before-upgrade', 1)"
+                )
+            )
+        await upgrade(store.engine)
+        await store.load_clock()
+        async with store.engine.connect() as connection:
+            claimed = (
+                await connection.execute(text("SELECT stream_ms FROM feature_processed_events"))
+            ).scalar()
+        assert claimed == 77_000
+        assert await store.prune_processed(10_000) == 0
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_broken_read_connection_is_dropped_not_reused(store: FeatureStore) -> None:
+    # PostgreSQL only: its read path talks to the driver, past SQLAlchemy's error handling.
+    await store.apply([event(1, "lea", "a", 1_000)])
+    async with store._reader.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None
+        backend_pid = driver.info.backend_pid
+    dsn = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
+        await admin.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+    with pytest.raises(STORE_ERRORS):
+        await store.users(["lea"])
+    assert (await store.users(["lea"]))["lea"].event_count == 1

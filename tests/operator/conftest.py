@@ -13,7 +13,7 @@ from freshrank_operator.testing import make_emulator
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[kmock.KubernetesEmulator]:
-    async with make_emulator(keep_requests=100) as handler, kmock.Server(handler):
+    async with make_emulator() as handler, kmock.Server(handler):
         yield handler
 
 

@@ -139,6 +139,9 @@ class FakeApi:
         ) as response:
             assert response.status < 300, await response.text()
 
+    async def patch_secret(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        await self._patch(f"namespaces/{namespace}/secrets/{name}", patch)
+
     async def patch_status(
         self, resource: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:

@@ -8,6 +8,7 @@ uid/generation/resourceVersion). Children are checked as the API would return th
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import aiohttp
@@ -118,7 +119,7 @@ async def test_status_conditions_move_as_children_report_ready(
     # Status went through the status subresource, never the main resource.
     status_writes = [
         r
-        for r in emulator
+        for r in emulator.answered
         if r.method == "PATCH"
         and r.resource == kmock.resource(CR_RESOURCE)
         and isinstance(r.data, dict)
@@ -191,13 +192,28 @@ async def test_a_missing_secret_degrades_naming_the_field_then_recovers(
         assert "spec.kafka.credentialsSecret.name" in degraded["message"]
         assert not api.children(NS, "shop")
         assert runtime.client is not None  # still running: no crash loop
-        await api.create(
-            "v1/secrets", NS, {"metadata": {"name": "creds", "namespace": NS}, "data": {}}
+        # The Secret appears without the password: still degraded, now naming the key.
+        secret = {"metadata": {"name": "creds", "namespace": NS}, "data": {"username": _b64("u")}}
+        await api.create("v1/secrets", NS, secret)
+        degraded = await eventually(
+            lambda: (
+                _condition(api, "shop", "Degraded")["reason"] == "KafkaSecretKeyMissing"
+                and _condition(api, "shop", "Degraded")
+            ),
+            timeout=20,
         )
+        assert degraded["status"] == "True"
+        assert "spec.kafka.credentialsSecret" in degraded["message"]
+        assert "'password'" in degraded["message"]
+        await api.patch_secret(NS, "creds", {"data": {"password": _b64("p")}})
         await eventually(
             lambda: _condition(api, "shop", "Degraded")["status"] == "False", timeout=20
         )
         await eventually(lambda: len(api.children(NS, "shop")) == len(_expected(api, "shop")))
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 async def test_a_cr_that_bypassed_the_schema_is_degraded_not_crashed(
@@ -384,6 +400,39 @@ async def test_unreachable_kafka_degrades_naming_kafka_and_retries(
         # The children were still applied; the operator keeps running and retrying.
         assert len(api.children(NS, "shop")) == len(_expected(api, "shop"))
         assert runtime.client is not None
+
+
+async def test_kafka_credentials_from_the_secret_reach_the_admin_client(
+    emulator: kmock.KubernetesEmulator, api: FakeApi, broker: Any, unique_name: str
+) -> None:
+    """The embedded broker speaks plaintext only: with the Secret's SASL settings the admin
+    client must fail to create the topics (it succeeds without them, test above)."""
+    secret = {
+        "metadata": {"name": "creds", "namespace": NS},
+        "stringData": {
+            "username": "alice",
+            "password": "s3cret",
+            "mechanism": "PLAIN",
+            "securityProtocol": "SASL_PLAINTEXT",
+        },
+    }
+    await api.create("v1/secrets", NS, secret)
+    spec = {"kafka": {"bootstrapServers": broker.bootstrap, "credentialsSecret": {"name": "creds"}}}
+    async with running_operator(str(emulator.url), ensure_topics=True, kafka_timeout_seconds=2.0):
+        await api.create_cr(example_cr(unique_name, **spec))
+        degraded = await eventually(
+            lambda: (
+                _condition(api, unique_name, "Degraded")["status"] == "True"
+                and _condition(api, unique_name, "Degraded")
+            ),
+            timeout=30,
+        )
+    assert degraded["reason"] == "KafkaUnavailable"
+    assert "spec.kafka.bootstrapServers" in degraded["message"]
+    from confluent_kafka.admin import AdminClient
+
+    topics = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).topics
+    assert f"{unique_name}.events" not in topics
 
 
 async def test_the_operator_observes_itself(

@@ -105,7 +105,23 @@ def test_gpu_example_puts_triton_and_trainer_on_gpu_nodes() -> None:
     feature = children[("Deployment", "shop-gpu-feature")]["spec"]["template"]["spec"]
     dsn = [e for e in feature["containers"][0]["env"] if e["name"] == "FRESHRANK_DATABASE_URL"]
     assert dsn[0]["valueFrom"]["secretKeyRef"] == {"name": "shop-feature-store", "key": "dsn"}
-    assert {"secretRef": {"name": "shop-kafka-credentials"}} in feature["containers"][0]["envFrom"]
+    # Kafka SASL credentials: each key of the Secret as the setting the services read.
+    kafka = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in feature["containers"][0]["env"]
+        if e["name"].startswith("FRESHRANK_KAFKA_")
+    }
+    secret = "shop-kafka-credentials"
+    assert kafka == {
+        "FRESHRANK_KAFKA_USERNAME": {"name": secret, "key": "username"},
+        "FRESHRANK_KAFKA_PASSWORD": {"name": secret, "key": "password"},
+        "FRESHRANK_KAFKA_MECHANISM": {"name": secret, "key": "mechanism", "optional": True},
+        "FRESHRANK_KAFKA_SECURITY_PROTOCOL": {
+            "name": secret,
+            "key": "securityProtocol",
+            "optional": True,
+        },
+    }
 
 
 def test_services_use_one_image_with_their_role_and_ports() -> None:

@@ -8,6 +8,13 @@ closed-loop with ``--concurrency`` in flight (throughput). The peer is the same 
 issuing the equivalent bare SQL read (psycopg 3 async, ``WHERE user_id = ANY(%s)`` on the same
 table) with the same schedule. The API is measured with the cache on (as deployed) and off.
 
+So that a tail can be told apart from a stalled load generator, a paused server or a busy
+machine, the JSON also has, per measurement: event-loop lag in both processes (a 5 ms ticker),
+garbage-collector pauses in the server, how late the generator sent requests behind schedule,
+and per 0.5 s window of the schedule the latency, both loops' worst lag and the CPU used by the
+server, the generator and the whole machine (the rest is PostgreSQL and other tenants);
+``--timeline`` prints those windows for the open loops.
+
 Write side: events/s of ``FeatureStore.apply`` (the ingester's transaction: dedupe by event id,
 decayed counters, bounded history) vs a bare ``COPY`` of the same rows into a plain table.
 """
@@ -16,20 +23,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import gc
 import logging
+import math
 import multiprocessing
+import os
 import queue as queue_module
 import random
 import statistics
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from freshrank.bench.report import BenchTable, percentile
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PROTOBUF = "application/x-protobuf"
+LAG_TICK_S = 0.005
+CPU_EVERY_TICKS = 20  # CPU counters sampled every 100 ms
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc/stat unit
+WINDOW_S = 0.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="closed-loop requests in flight")
     parser.add_argument("--cache-ttl-s", type=float, default=5.0, help="API cache TTL")
     parser.add_argument("--keep-schema", action="store_true", help="do not drop the bench schema")
+    parser.add_argument(
+        "--timeline", action="store_true", help="print open-loop latency per 0.5 s window"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +155,7 @@ def _sqlalchemy_url(dsn: str) -> str:
 
 async def _reads(args: argparse.Namespace, schema: str, user_ids: list[str]) -> dict[str, Any]:
     from freshrank.embedded import free_port
-    from freshrank.feature.service import FeatureService
+    from freshrank.feature.service import FeatureService, freeze_startup_heap
     from freshrank.feature.settings import FeatureSettings
 
     out: dict[str, Any] = {}
@@ -152,11 +171,13 @@ async def _reads(args: argparse.Namespace, schema: str, user_ids: list[str]) -> 
         )
         service = FeatureService(settings)
         await service.start()
+        freeze_startup_heap()  # as ``freshrank feature`` does after startup
         try:
             url = f"http://127.0.0.1:{port}"
             out[label] = await _open_and_closed(args, "api", url, schema, user_ids)
         finally:
             await service.stop()
+            gc.unfreeze()
     out["sql"] = await _open_and_closed(args, "sql", args.dsn, schema, user_ids)
     return out
 
@@ -164,7 +185,8 @@ async def _reads(args: argparse.Namespace, schema: str, user_ids: list[str]) -> 
 async def _open_and_closed(
     args: argparse.Namespace, kind: str, target: str, schema: str, user_ids: list[str]
 ) -> dict[str, Any]:
-    base = LoadSpec(kind, target, schema, user_ids, args.batch, 0.0, args.concurrency, 2.0)
+    warm_up_s = min(2.0, args.duration)
+    base = LoadSpec(kind, target, schema, user_ids, args.batch, 0.0, args.concurrency, warm_up_s)
     await _in_other_process(base)  # warm-up: connections, caches, query plans
     open_loop = await _in_other_process(
         dataclasses.replace(base, rate=args.rate, duration=args.duration)
@@ -182,17 +204,97 @@ async def _in_other_process(spec: LoadSpec) -> dict[str, Any]:
     process.start()
     loop = asyncio.get_running_loop()
     deadline = time.monotonic() + spec.duration + 60
-    while True:
-        try:
-            result: dict[str, Any] = await loop.run_in_executor(None, queue.get, True, 0.5)
-            break
-        except queue_module.Empty:
-            if not process.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"load generator died (exit code {process.exitcode})") from None
+    with _server_watch() as server:
+        while True:
+            try:
+                result: dict[str, Any] = await loop.run_in_executor(None, queue.get, True, 0.5)
+                break
+            except queue_module.Empty:
+                if not process.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"load generator died (exit code {process.exitcode})"
+                    ) from None
+    window = result.pop("window")
+    result["started_at"] = window[0]  # CLOCK_MONOTONIC: lines up with other tools' samples
+    result["server"] = server.summary(window)
+    _add_server_series(result["timeline"], result["server"], result["client"], window[0])
     cpu = time.process_time() - cpu_start
     await loop.run_in_executor(None, process.join, 10)
     result["server_cpu_ms_per_request"] = cpu * 1000 / max(result["requests"], 1)
     return result
+
+
+class _Watch:
+    """Event-loop lag (a ticker's lateness), garbage-collector pauses and this process's CPU
+    time, with times; with ``machine``, also the whole machine's CPU counters (Linux), so a
+    window's tail can be put on whoever else was running."""
+
+    def __init__(self, *, machine: bool = False) -> None:
+        self.lags: list[tuple[float, float]] = []  # (tick time, seconds late)
+        self.gc_pauses: list[tuple[float, float]] = []  # (start, seconds)
+        self.own_cpu: list[tuple[float, float]] = []  # (time, process CPU seconds)
+        self.machine_cpu: list[tuple[float, float, float]] = []  # (time, busy s, all s)
+        self._machine = machine
+        self._gc_start = 0.0
+
+    async def tick(self) -> None:
+        ticks = 0
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(LAG_TICK_S)
+            self.lags.append((start, time.perf_counter() - start - LAG_TICK_S))
+            ticks += 1
+            if ticks % CPU_EVERY_TICKS == 0:
+                self._sample_cpu()
+
+    def _sample_cpu(self) -> None:
+        now = time.perf_counter()
+        self.own_cpu.append((now, time.process_time()))
+        if not self._machine:
+            return
+        try:
+            with open("/proc/stat") as stat:
+                jiffies = [int(v) for v in stat.readline().split()[1:]]
+        except (OSError, ValueError):
+            self._machine = False  # not Linux: the timeline goes without it
+            return
+        idle = jiffies[3] + jiffies[4]  # idle + iowait
+        self.machine_cpu.append(
+            (now, (sum(jiffies) - idle) / CLOCK_TICKS, sum(jiffies) / CLOCK_TICKS)
+        )
+
+    def on_gc(self, phase: str, _: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            self.gc_pauses.append((self._gc_start, time.perf_counter() - self._gc_start))
+
+    def summary(self, window: tuple[float, float] | None = None) -> dict[str, Any]:
+        """Lag and GC stats, restricted to ``window`` (the measured span) when given."""
+        lo, hi = window or (float("-inf"), float("inf"))
+        lags = [lag * 1000 for at, lag in self.lags if lo <= at <= hi]
+        pauses = [pause * 1000 for at, pause in self.gc_pauses if lo <= at <= hi]
+        return {
+            "loop_lag_p99_ms": percentile(lags, 99),
+            "loop_lag_max_ms": max(lags, default=0.0),
+            "gc_collections": len(pauses),
+            "gc_pause_max_ms": max(pauses, default=0.0),
+            "lag_series": [(at, lag) for at, lag in self.lags if lo <= at <= hi],
+            "own_cpu_series": [x for x in self.own_cpu if lo <= x[0] <= hi],
+            "machine_cpu_series": [x for x in self.machine_cpu if lo <= x[0] <= hi],
+        }
+
+
+@contextlib.contextmanager
+def _server_watch() -> Iterator[_Watch]:
+    watch = _Watch(machine=True)
+    ticker = asyncio.get_running_loop().create_task(watch.tick())
+    gc.callbacks.append(watch.on_gc)
+    try:
+        yield watch
+    finally:
+        gc.callbacks.remove(watch.on_gc)
+        ticker.cancel()
 
 
 def _load_process(spec: LoadSpec, queue: Any) -> None:
@@ -202,31 +304,43 @@ def _load_process(spec: LoadSpec, queue: Any) -> None:
 async def _generate(spec: LoadSpec) -> dict[str, Any]:
     rng = random.Random(spec.seed)
     read, close = await (_api_reader(spec) if spec.kind == "api" else _sql_reader(spec))
+    # The generator must not stall the measurement either: no full collections walking the
+    # imported libraries (the service gets the same treatment).
+    gc.collect()
+    gc.freeze()
     latencies: list[float] = []
+    sent_late: list[float] = []  # how far behind schedule each request left this process
+    timeline: list[tuple[float, float]] = []  # (scheduled, latency)
     errors = 0
+    watch = _Watch()
+    ticker = asyncio.create_task(watch.tick())
 
     async def one(scheduled: float) -> None:
         nonlocal errors
+        sent_late.append(time.perf_counter() - scheduled)
         ids = rng.sample(spec.user_ids, spec.batch)
         try:
             await read(ids)
             latencies.append(time.perf_counter() - scheduled)
+            timeline.append((scheduled, latencies[-1]))
         except Exception:
             errors += 1
 
     start = time.perf_counter()
     end = start + spec.duration
     if spec.rate > 0:
-        tasks = []
+        pending: set[asyncio.Task[None]] = set()  # only those in flight: a small heap
         interval = 1.0 / spec.rate
         n = 0
         while (scheduled := start + n * interval) < end:
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(scheduled)))
+            task = asyncio.create_task(one(scheduled))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
             n += 1
-        await asyncio.gather(*tasks)
+        await asyncio.gather(*pending)
     else:
 
         async def worker() -> None:
@@ -235,8 +349,10 @@ async def _generate(spec: LoadSpec) -> dict[str, Any]:
 
         await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
     elapsed = time.perf_counter() - start
+    ticker.cancel()
     await close()
     ms = [x * 1000 for x in latencies]
+    client = watch.summary()
     return {
         "requests": len(latencies),
         "errors": errors,
@@ -245,7 +361,80 @@ async def _generate(spec: LoadSpec) -> dict[str, Any]:
         "p50_ms": percentile(ms, 50),
         "p99_ms": percentile(ms, 99),
         "median_ms": statistics.median(ms) if ms else float("nan"),
+        "client": {
+            "sent_late_p99_ms": percentile([x * 1000 for x in sent_late], 99),
+            "sent_late_max_ms": max(sent_late, default=0.0) * 1000,
+            "own_cpu_series": client["own_cpu_series"],
+            **{k: v for k, v in client.items() if not k.endswith("_series")},
+        },
+        "window": (start, start + elapsed),
+        "timeline": _windows(timeline, start, client["lag_series"]),
     }
+
+
+def _add_server_series(
+    windows: list[dict[str, float]], server: dict[str, Any], client: dict[str, Any], start: float
+) -> None:
+    """Per window: the server's worst loop lag, and CPU use in % of one core by the server,
+    the load generator and the whole machine (the rest is PostgreSQL and everyone else)."""
+    worst: dict[int, float] = {}
+    for at, lag in server.pop("lag_series"):
+        index = _window_of(at, start)
+        worst[index] = max(worst.get(index, 0.0), lag * 1000)
+    server_cpu = _cpu_per_window(server.pop("own_cpu_series"), start)
+    client_cpu = _cpu_per_window(client.pop("own_cpu_series"), start)
+    machine = server.pop("machine_cpu_series")
+    machine_busy = _cpu_per_window([(at, busy) for at, busy, _ in machine], start)
+    machine_all = _cpu_per_window([(at, every) for at, _, every in machine], start)
+    cores = os.cpu_count() or 1
+    for window in windows:
+        index = int(window["t_s"] / WINDOW_S)
+        window["server_lag_max_ms"] = worst.get(index, 0.0)
+        for key, series in (("server_cpu_pct", server_cpu), ("client_cpu_pct", client_cpu)):
+            if index in series:
+                window[key] = series[index]
+        if machine_all.get(index):
+            window["machine_cpu_pct"] = machine_busy[index] / machine_all[index] * cores * 100
+
+
+def _window_of(at: float, start: float) -> int:
+    return math.floor((at - start) / WINDOW_S)  # before the start: a negative window
+
+
+def _cpu_per_window(samples: list[tuple[float, float]], start: float) -> dict[int, float]:
+    """Seconds counted per second of time, in %, per window (from cumulative samples)."""
+    grouped: dict[int, list[tuple[float, float]]] = {}
+    for at, seconds in samples:
+        grouped.setdefault(_window_of(at, start), []).append((at, seconds))
+    return {
+        index: (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0]) * 100
+        for index, inside in grouped.items()
+        if len(inside) >= 2 and inside[-1][0] > inside[0][0]
+    }
+
+
+def _windows(
+    timeline: list[tuple[float, float]], start: float, client_lags: list[tuple[float, float]]
+) -> list[dict[str, float]]:
+    """Latency per ``WINDOW_S`` of schedule, with the load generator's worst loop lag."""
+    buckets: dict[int, list[float]] = {}
+    for scheduled, latency in timeline:
+        buckets.setdefault(_window_of(scheduled, start), []).append(latency * 1000)
+    lags: dict[int, float] = {}
+    for at, lag in client_lags:
+        index = _window_of(at, start)
+        lags[index] = max(lags.get(index, 0.0), lag * 1000)
+    return [
+        {
+            "t_s": index * WINDOW_S,
+            "requests": len(values),
+            "p50_ms": percentile(values, 50),
+            "p99_ms": percentile(values, 99),
+            "max_ms": max(values),
+            "client_lag_max_ms": lags.get(index, 0.0),
+        }
+        for index, values in sorted(buckets.items())
+    ]
 
 
 async def _api_reader(spec: LoadSpec) -> tuple[Any, Any]:
@@ -355,6 +544,38 @@ def _report(args: argparse.Namespace, results: dict[str, Any]) -> None:
         "events/s",
     )
     table.print()
+    if args.timeline:
+        for label in ("api", "api_nocache", "sql"):
+            _print_timeline(label, reads[label]["open"])
     table.write_json(
         "feature", {"args": {k: v for k, v in vars(args).items() if k != "handler"}, **results}
     )
+
+
+def _print_timeline(label: str, run: dict[str, Any]) -> None:
+    """The open loop window by window: where a tail came from, and who was stalled then."""
+    from rich.console import Console
+    from rich.table import Table
+
+    server, client = run["server"], run["client"]
+    table = Table(
+        title=f"{label}, open loop: latency per {WINDOW_S} s of schedule (server GC: "
+        f"{server['gc_collections']} collections, longest {server['gc_pause_max_ms']:.1f} ms; "
+        f"requests sent late p99 {client['sent_late_p99_ms']:.1f} ms)"
+    )
+    columns = ("t (s)", "requests", "p50 ms", "p99 ms", "max ms", "server lag", "client lag")
+    for column in (*columns, "CPU % server", "client", "machine"):
+        table.add_column(column, justify="right")
+    for w in run["timeline"]:
+        table.add_row(
+            f"{w['t_s']:.1f}",
+            str(w["requests"]),
+            f"{w['p50_ms']:.1f}",
+            f"{w['p99_ms']:.1f}",
+            f"{w['max_ms']:.1f}",
+            f"{w.get('server_lag_max_ms', 0.0):.1f}",
+            f"{w['client_lag_max_ms']:.1f}",
+            *(f"{w[k]:.0f}" if k in w else "-" for k in ("server_cpu_pct", "client_cpu_pct")),
+            f"{w['machine_cpu_pct']:.0f}" if "machine_cpu_pct" in w else "-",
+        )
+    Console().print(table)

@@ -50,12 +50,21 @@ def source_events(args: argparse.Namespace) -> Iterator[InteractionEvent]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from freshrank.core.kafka import EventProducer, ensure_topics
+    from freshrank.core.kafka import (
+        EventProducer,
+        credentials_from_settings,
+        ensure_topics,
+        security_config,
+    )
     from freshrank.sim import replay
 
     settings = load_settings(CommonSettings, args)
-    ensure_topics(settings.bootstrap_servers, [settings.events_topic, settings.dlq_topic])
-    producer = EventProducer(settings.bootstrap_servers, settings.events_topic)
+    topics = [settings.events_topic, settings.dlq_topic]
+    credentials = credentials_from_settings(settings)
+    ensure_topics(settings.bootstrap_servers, topics, credentials=credentials)
+    producer = EventProducer(
+        settings.bootstrap_servers, settings.events_topic, **security_config(settings)
+    )
     start = time.monotonic()
 
     def progress(sent: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,23 +20,101 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from freshrank.core.codec import InteractionEvent, MalformedEvent, decode_event, encode_event
+from freshrank.core.settings import CommonSettings
 from freshrank.core.telemetry import headers_with_trace
 
 __all__ = [
+    "CREDENTIAL_KEYS",
     "ERROR_HEADER",
+    "SOURCE_HEADER",
     "AsyncConsumer",
+    "CredentialKey",
     "DeadLetters",
     "DecodedBatch",
     "EventProducer",
+    "KafkaCredentials",
+    "MissingCredential",
+    "admin_config",
     "consumer_config",
+    "credentials_from_settings",
     "decode_batch",
     "ensure_topics",
     "next_offsets",
     "producer_config",
+    "security_config",
 ]
 
 log = logging.getLogger(__name__)
 ERROR_HEADER = "freshrank-error"
+# "<topic>:<partition>:<offset>" of the original message. Dead letters are at least once (a
+# crash after publishing, before the checkpoint, publishes again on restart): this is the key
+# a DLQ consumer de-duplicates on.
+SOURCE_HEADER = "freshrank-source"
+
+
+class MissingCredential(ValueError):
+    """A required key of the Kafka credentials is absent; ``key`` names it."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no {key!r}")
+        self.key = key
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KafkaCredentials:
+    """SASL credentials for every Kafka client (admin, producer, consumer).
+
+    The one source of the contract behind ``spec.kafka.credentialsSecret``: the Secret's keys
+    (``CREDENTIAL_KEYS``), the defaults of the optional ones, and the librdkafka settings they
+    become. The operator reads the Secret with it; the pods get the same keys as
+    ``FRESHRANK_KAFKA_*`` settings (see ``CREDENTIAL_KEYS``) and build the same config.
+    """
+
+    username: str
+    password: str = dataclasses.field(repr=False)
+    mechanism: str = "SCRAM-SHA-512"
+    security_protocol: str = "SASL_SSL"
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, str | None]) -> KafkaCredentials:
+        """From Secret-keyed values (``username``, ``password``, ``mechanism``, ...).
+
+        Empty or absent optional keys take the defaults; absent required ones raise
+        ``MissingCredential`` naming the Secret key.
+        """
+        fields: dict[str, str] = {}
+        for key, field in CREDENTIAL_KEYS.items():
+            value = values.get(key)
+            if value:
+                fields[field.attribute] = value
+            elif field.required:
+                raise MissingCredential(key)
+        return cls(**fields)
+
+    def client_config(self) -> dict[str, str]:
+        """The librdkafka settings (merge into any producer/consumer/admin config)."""
+        return {
+            "security.protocol": self.security_protocol,
+            "sasl.mechanism": self.mechanism,
+            "sasl.username": self.username,
+            "sasl.password": self.password,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CredentialKey:
+    attribute: str  # of KafkaCredentials
+    setting: str  # the services' settings field, env FRESHRANK_<SETTING upper>
+    required: bool
+
+
+# Secret key -> where its value goes. Documented in the CRD (spec.kafka.credentialsSecret).
+CREDENTIAL_KEYS: dict[str, CredentialKey] = {
+    "username": CredentialKey("username", "kafka_username", required=True),
+    "password": CredentialKey("password", "kafka_password", required=True),
+    "mechanism": CredentialKey("mechanism", "kafka_mechanism", required=False),
+    "securityProtocol": CredentialKey("security_protocol", "kafka_security_protocol", False),
+}
 
 
 def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
@@ -68,10 +146,18 @@ def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
 
 
 def ensure_topics(
-    bootstrap: str, topics: Iterable[str], *, partitions: int = 1, timeout: float = 15.0
+    bootstrap: str,
+    topics: Iterable[str],
+    *,
+    partitions: int = 1,
+    timeout: float = 15.0,
+    credentials: KafkaCredentials | None = None,
 ) -> None:
-    """Create missing topics; existing ones are left as they are."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    """Create missing topics; existing ones are left as they are.
+
+    ``credentials``: SASL/TLS settings for a secured cluster (None: plaintext).
+    """
+    admin = AdminClient(admin_config(bootstrap, credentials))
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [NewTopic(t, num_partitions=partitions) for t in topics if t not in existing]
     if not missing:
@@ -83,6 +169,27 @@ def ensure_topics(
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
         log.info("topic ensured", extra={"topic": topic})
+
+
+def credentials_from_settings(settings: CommonSettings) -> KafkaCredentials | None:
+    """The credentials the pod got as ``FRESHRANK_KAFKA_*`` settings; None when it got none."""
+    values = {key: getattr(settings, field.setting) for key, field in CREDENTIAL_KEYS.items()}
+    if not any(values[key] for key, field in CREDENTIAL_KEYS.items() if field.required):
+        return None
+    return KafkaCredentials.from_values(values)
+
+
+def security_config(settings: CommonSettings) -> dict[str, str]:
+    """The librdkafka SASL settings every client of a service merges in ({} for plaintext)."""
+    credentials = credentials_from_settings(settings)
+    return credentials.client_config() if credentials is not None else {}
+
+
+def admin_config(bootstrap: str, credentials: KafkaCredentials | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap}
+    if credentials is not None:
+        config.update(credentials.client_config())
+    return config
 
 
 class EventProducer:
@@ -156,7 +263,8 @@ def decode_batch(messages: Iterable[Message]) -> DecodedBatch:
 
 
 class DeadLetters:
-    """Forward the original bytes of a bad message with the reason in ``freshrank-error``."""
+    """Forward the original bytes of a bad message with the reason in ``freshrank-error``
+    and its origin in ``freshrank-source``."""
 
     def __init__(self, bootstrap: str, topic: str, **config: Any) -> None:
         self._producer = EventProducer(bootstrap, topic, **config)
@@ -166,6 +274,8 @@ class DeadLetters:
         pairs = original.items() if isinstance(original, dict) else original
         headers = [(k, v) for k, v in pairs if isinstance(v, bytes)]
         headers.append((ERROR_HEADER, reason.encode()))
+        source = f"{message.topic()}:{message.partition()}:{message.offset()}"
+        headers.append((SOURCE_HEADER, source.encode()))
         self._producer.send_raw(message.value() or b"", key=message.key(), headers=headers)
         log.warning(
             "event dead-lettered",

@@ -44,6 +44,14 @@ class CommonSettings:
 
     name: str = opt("freshrank", "deployment name; prefixes topics, groups and the Triton model")
     bootstrap_servers: str = opt("127.0.0.1:9092", "Kafka bootstrap servers")
+    # SASL: the keys of spec.kafka.credentialsSecret (core.kafka.CREDENTIAL_KEYS), set by the
+    # operator; core.kafka.credentials_from_settings turns them into librdkafka config.
+    kafka_username: str = opt("", "Kafka SASL username; empty: plaintext, no SASL")
+    kafka_password: str = dataclasses.field(
+        default="", repr=False, metadata={"help": "Kafka SASL password"}
+    )
+    kafka_mechanism: str = opt("", "Kafka SASL mechanism; empty: SCRAM-SHA-512")
+    kafka_security_protocol: str = opt("", "Kafka security.protocol; empty: SASL_SSL")
     otlp_endpoint: str = opt("", "OTLP/HTTP traces endpoint; empty disables export")
     trace_sample_ratio: float = opt(1.0, "fraction of traces sampled (0..1)")
     log_level: str = opt("INFO", "log level")

@@ -1,8 +1,10 @@
 """The feature API (aiohttp, port 8081): single and batch reads, JSON and protobuf.
 
-Feature sets are cached as serialized ``UserFeatures``/``ItemFeatures`` bytes, so a protobuf
-batch response is the cached messages framed as the repeated field 1 of the batch message
-(protobuf's wire format makes that concatenation a valid ``Batch*Response``).
+Feature sets are cached as serialized ``UserFeatures``/``ItemFeatures`` bytes framed as an entry
+of the repeated field 1 of the batch message, so a protobuf batch response is the cached entries
+joined (protobuf's wire format makes that concatenation a valid ``Batch*Response``) and a single
+read is an entry without its frame header. Reads go through ``ReadThrough`` (single-flight
+misses, refresh ahead of expiry): the missing ids of a batch are one store read.
 """
 
 from __future__ import annotations
@@ -10,19 +12,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
-from prometheus_client import Counter
-from sqlalchemy.exc import SQLAlchemyError
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from freshrank.core.http import REGISTRY_KEY, ReadinessCheck, create_app, json_error
-from freshrank.feature.cache import TTLCache
+from freshrank.feature.cache import ReadThrough, TTLCache
 from freshrank.feature.openapi import openapi_spec
-from freshrank.feature.store import AppliedBatch, FeatureStore
+from freshrank.feature.store import STORE_ERRORS, AppliedBatch, FeatureStore
 from freshrank.v1 import features_pb2
 
 __all__ = ["MAX_BATCH", "MAX_K", "FeatureApi", "create_feature_app"]
@@ -32,10 +34,9 @@ PROTOBUF = "application/x-protobuf"
 MAX_BATCH = 1000
 MAX_K = 1000
 MAX_ID_LENGTH = 256
-STORE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 M = TypeVar("M", bound=Message)
 CacheKey = tuple[str, str]
-CacheEntry = tuple[int, bytes]  # (offset of the message, framed bytes)
+CacheEntry = bytes  # the message framed as an entry of repeated field 1 (see ``_frame``)
 
 
 class BadRequest(ValueError):
@@ -48,18 +49,12 @@ class FeatureApi:
     ) -> None:
         self.store = store
         self.cache = cache
+        self.reads = ReadThrough(cache, load_timeout_s=query_timeout_s)
         self.query_timeout_s = query_timeout_s
-        self._hits: Any = None
-        self._misses: Any = None
+        self._popular_keys: set[CacheKey] = set()
 
     def install(self, app: web.Application) -> None:
-        lookups = Counter(
-            "freshrank_feature_cache_lookups",
-            "feature cache lookups by result",
-            ["result"],
-            registry=app[REGISTRY_KEY],
-        )
-        self._hits, self._misses = lookups.labels(result="hit"), lookups.labels(result="miss")
+        app[REGISTRY_KEY].register(_CacheMetrics(self.reads))
         app.router.add_get("/v1/users/{user_id}", self._guard(self.get_user))
         app.router.add_post("/v1/users:batch", self._guard(self.batch_users))
         app.router.add_get("/v1/items:popular", self._guard(self.popular_items))
@@ -70,11 +65,12 @@ class FeatureApi:
     def invalidate(self, applied: AppliedBatch) -> None:
         """Drop cached feature sets the stream just changed (popularity changes with any item)."""
         keys = [("u", u) for u in applied.users] + [("i", i) for i in applied.items]
-        keys += [("p", k) for k in self._popular_keys()]
+        keys += self._popular_keys
+        self._popular_keys = set()
         self.cache.invalidate(keys)
 
-    def _popular_keys(self) -> list[str]:
-        return [key for kind, key in self.cache.snapshot_keys() if kind == "p"]
+    async def close(self) -> None:
+        await self.reads.close()
 
     async def openapi(self, _: web.Request) -> web.Response:
         return _json(openapi_spec(MAX_BATCH, MAX_K))
@@ -108,31 +104,66 @@ class FeatureApi:
 
     async def get_user(self, request: web.Request) -> web.Response:
         user_id = _valid_id(request.match_info["user_id"], "user_id")
-        ((offset, framed),) = await self._users([user_id])
-        return _reply(request, framed[offset:], features_pb2.UserFeatures)
+        (framed,) = await self.reads.get_many([("u", user_id)], self._load_users)
+        return _reply(request, _unframe(framed), features_pb2.UserFeatures)
 
     async def batch_users(self, request: web.Request) -> web.Response:
         ask = await _parse(request, features_pb2.BatchUserFeaturesRequest, "user_ids")
-        bodies = await self._users([_valid_id(u, "user_ids[]") for u in ask.user_ids])
-        return _reply(request, _joined(bodies), features_pb2.BatchUserFeaturesResponse)
+        keys = [("u", u) for u in _valid_ids(ask.user_ids, "user_ids[]")]
+        entries = await self.reads.get_many(keys, self._load_users)
+        return _reply(request, b"".join(entries), features_pb2.BatchUserFeaturesResponse)
 
     async def get_item(self, request: web.Request) -> web.Response:
         item_id = _valid_id(request.match_info["item_id"], "item_id")
-        ((offset, framed),) = await self._items([item_id])
-        return _reply(request, framed[offset:], features_pb2.ItemFeatures)
+        (framed,) = await self.reads.get_many([("i", item_id)], self._load_items)
+        return _reply(request, _unframe(framed), features_pb2.ItemFeatures)
 
     async def batch_items(self, request: web.Request) -> web.Response:
         ask = await _parse(request, features_pb2.BatchItemFeaturesRequest, "item_ids")
-        bodies = await self._items([_valid_id(i, "item_ids[]") for i in ask.item_ids])
-        return _reply(request, _joined(bodies), features_pb2.BatchItemFeaturesResponse)
+        keys = [("i", i) for i in _valid_ids(ask.item_ids, "item_ids[]")]
+        entries = await self.reads.get_many(keys, self._load_items)
+        return _reply(request, b"".join(entries), features_pb2.BatchItemFeaturesResponse)
 
     async def popular_items(self, request: web.Request) -> web.Response:
         k = _valid_k(request.query.get("k", "10"))
-        key = ("p", str(k))
-        body = self._cached(key)
-        if body is None:
-            generation = self.cache.generation
-            rows = await self.store.popular(k)
+        (framed,) = await self.reads.get_many([("p", str(k))], self._load_popular)
+        return _reply(request, _unframe(framed), features_pb2.PopularItemsResponse)
+
+    # -- loaders (the store read behind a cache miss or refresh) -------------------------
+
+    async def _load_users(self, keys: list[CacheKey]) -> dict[CacheKey, CacheEntry]:
+        user_ids = [user_id for _, user_id in keys]
+        rows = await self.store.users(user_ids)
+        entries = {}
+        for key, user_id in zip(keys, user_ids, strict=True):
+            head = features_pb2.UserFeatures(user_id=user_id)
+            row = rows.get(user_id)
+            if row is None:  # unknown user: the empty, well-formed cold-start set
+                entries[key] = _frame(head.SerializeToString())
+                continue
+            head.decayed_activity = row.decayed
+            head.event_count = row.event_count
+            # The stored history is a serialized UserFeatures with only field 2 set.
+            entries[key] = _frame(head.SerializeToString() + row.history)
+        return entries
+
+    async def _load_items(self, keys: list[CacheKey]) -> dict[CacheKey, CacheEntry]:
+        item_ids = [item_id for _, item_id in keys]
+        rows = await self.store.items(item_ids)
+        entries = {}
+        for key, item_id in zip(keys, item_ids, strict=True):
+            message = features_pb2.ItemFeatures(item_id=item_id)
+            row = rows.get(item_id)
+            if row is not None:
+                message.decayed_popularity = row.decayed
+                message.event_count = row.event_count
+            entries[key] = _frame(message.SerializeToString())
+        return entries
+
+    async def _load_popular(self, keys: list[CacheKey]) -> dict[CacheKey, CacheEntry]:
+        entries = {}
+        for key in keys:
+            rows = await self.store.popular(int(key[1]))
             message = features_pb2.PopularItemsResponse(
                 items=[
                     features_pb2.ItemFeatures(
@@ -141,73 +172,35 @@ class FeatureApi:
                     for r in rows
                 ]
             )
-            body = message.SerializeToString()
-            self.cache.put(key, (0, body), generation)
-        return _reply(request, body, features_pb2.PopularItemsResponse)
+            entries[key] = _frame(message.SerializeToString())
+        # Any applied batch can reorder the ranking: ``invalidate`` drops these keys.
+        self._popular_keys.update(keys)
+        return entries
 
-    # -- read-through ---------------------------------------------------------------------
 
-    def _count(self, hits: int, misses: int) -> None:
-        if self._hits is not None:
-            self._hits.inc(hits)
-            self._misses.inc(misses)
+class _CacheMetrics(Collector):
+    """Cache counters read at scrape time (nothing to update on the request path)."""
 
-    def _cached(self, key: CacheKey) -> bytes | None:
-        entry = self.cache.get(key)
-        self._count(entry is not None, entry is None)
-        return None if entry is None else entry[1][entry[0] :]
+    def __init__(self, reads: ReadThrough[CacheKey, CacheEntry]) -> None:
+        self.reads = reads
 
-    async def _framed(
-        self,
-        kind: str,
-        ids: list[str],
-        load: Callable[[list[str]], Awaitable[dict[str, bytes]]],
-    ) -> list[tuple[int, bytes]]:
-        """Each id's feature set framed as a repeated field 1 entry, from cache or ``load``."""
-        get = self.cache.get
-        entries = [get((kind, i)) for i in ids]
-        missing = [i for i, entry in zip(ids, entries, strict=True) if entry is None]
-        self._count(len(ids) - len(missing), len(missing))
-        if not missing:
-            return entries  # type: ignore[return-value]
-        generation = self.cache.generation
-        loaded = {i: _frame(body) for i, body in (await load(missing)).items()}
-        for i, entry in loaded.items():
-            self.cache.put((kind, i), entry, generation)
-        return [e if e is not None else loaded[i] for i, e in zip(ids, entries, strict=True)]
-
-    async def _users(self, user_ids: list[str]) -> list[tuple[int, bytes]]:
-        return await self._framed("u", user_ids, self._load_users)
-
-    async def _items(self, item_ids: list[str]) -> list[tuple[int, bytes]]:
-        return await self._framed("i", item_ids, self._load_items)
-
-    async def _load_users(self, user_ids: list[str]) -> dict[str, bytes]:
-        rows = await self.store.users(user_ids)
-        bodies = {}
-        for user_id in user_ids:
-            row = rows.get(user_id)
-            head = features_pb2.UserFeatures(user_id=user_id)
-            if row is None:  # unknown user: the empty, well-formed cold-start set
-                bodies[user_id] = head.SerializeToString()
-                continue
-            head.decayed_activity = row.decayed
-            head.event_count = row.event_count
-            # The stored history is a serialized UserFeatures with only field 2 set.
-            bodies[user_id] = head.SerializeToString() + row.history
-        return bodies
-
-    async def _load_items(self, item_ids: list[str]) -> dict[str, bytes]:
-        rows = await self.store.items(item_ids)
-        bodies = {}
-        for item_id in item_ids:
-            row = rows.get(item_id)
-            message = features_pb2.ItemFeatures(item_id=item_id)
-            if row is not None:
-                message.decayed_popularity = row.decayed
-                message.event_count = row.event_count
-            bodies[item_id] = message.SerializeToString()
-        return bodies
+    def collect(self) -> Iterable[Metric]:
+        lookups = CounterMetricFamily(
+            "freshrank_feature_cache_lookups", "feature cache lookups by result", labels=["result"]
+        )
+        lookups.add_metric(["hit"], self.reads.cache.hits)
+        lookups.add_metric(["miss"], self.reads.cache.misses)
+        yield lookups
+        yield CounterMetricFamily(
+            "freshrank_feature_cache_shared_misses",
+            "misses answered by a store read another request had started",
+            value=self.reads.joined,
+        )
+        yield CounterMetricFamily(
+            "freshrank_feature_cache_refreshed_keys",
+            "cached feature sets reloaded ahead of expiry",
+            value=self.reads.refreshed,
+        )
 
 
 def create_feature_app(
@@ -227,6 +220,15 @@ def _valid_id(value: str, field: str) -> str:
     if len(value) > MAX_ID_LENGTH:
         raise BadRequest(f"{field} longer than {MAX_ID_LENGTH} characters")
     return value
+
+
+def _valid_ids(values: Sequence[str], field: str) -> Sequence[str]:
+    """``_valid_id`` for each value, as two C-level passes (batches are the hot path)."""
+    if not all(values):
+        raise BadRequest(f"{field} must be a non-empty string")
+    if max(map(len, values)) > MAX_ID_LENGTH:
+        raise BadRequest(f"{field} longer than {MAX_ID_LENGTH} characters")
+    return values
 
 
 def _valid_k(raw: str) -> int:
@@ -267,15 +269,24 @@ async def _parse(request: web.Request, kind: type[M], field: str) -> M:
     return message
 
 
-def _frame(body: bytes) -> tuple[int, bytes]:
-    """``body`` as an entry of repeated field 1 (tag 0x0A, length-delimited), and where the
-    message starts: batch replies are the entries joined, single replies the message alone."""
-    header = b"\x0a" + _varint(len(body))
-    return len(header), header + body
+def _frame(body: bytes) -> bytes:
+    """``body`` as an entry of repeated field 1: tag 0x0A (field 1, length-delimited), the
+    length as a varint, the bytes. Lengths under 16 KiB (any user's or item's set) take two bytes at
+    most, written directly: this runs for every user of every cache miss."""
+    n = len(body)
+    if n < 0x80:
+        return bytes((0x0A, n)) + body
+    if n < 0x4000:
+        return bytes((0x0A, (n & 0x7F) | 0x80, n >> 7)) + body
+    return b"\x0a" + _varint(n) + body
 
 
-def _joined(entries: list[tuple[int, bytes]]) -> bytes:
-    return b"".join(framed for _, framed in entries)
+def _unframe(framed: bytes) -> bytes:
+    """The message inside a ``_frame`` entry (skip the tag and the length varint)."""
+    start = 1
+    while framed[start] & 0x80:
+        start += 1
+    return framed[start + 1 :]
 
 
 def _varint(value: int) -> bytes:

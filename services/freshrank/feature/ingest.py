@@ -5,12 +5,17 @@ events are applied in one database transaction that also records their event ids
 then are the Kafka offsets committed. A crash anywhere re-delivers the batch; the event-id
 table turns the replay into a no-op. A store outage stalls the loop (retry with backoff)
 without committing, so nothing is lost.
+
+Event ids older than ``processed_retention_s`` of stream time are pruned after a committed batch
+(see ``freshrank.feature.store`` for why that window bounds redelivery): one bounded delete per
+``PRUNE_INTERVAL_S``, or per batch while a backlog remains, so ingest never stalls on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from confluent_kafka import Message
@@ -18,11 +23,16 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
 
 from freshrank.core.codec import InteractionEvent
-from freshrank.core.kafka import AsyncConsumer, DeadLetters, decode_batch, next_offsets
+from freshrank.core.kafka import (
+    AsyncConsumer,
+    DeadLetters,
+    decode_batch,
+    next_offsets,
+    security_config,
+)
 from freshrank.core.telemetry import context_from_headers
-from freshrank.feature.api import STORE_ERRORS
 from freshrank.feature.settings import FeatureSettings
-from freshrank.feature.store import AppliedBatch, FeatureStore
+from freshrank.feature.store import STORE_ERRORS, AppliedBatch, FeatureStore
 
 __all__ = ["Ingester"]
 
@@ -30,6 +40,8 @@ log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("freshrank.feature")
 _MAX_LINKS = 32  # span links to producer traces per batch (enough to follow a sample)
 _MAX_BACKOFF_S = 5.0
+PRUNE_INTERVAL_S = 30.0
+PRUNE_LIMIT = 10_000
 
 
 class Ingester:
@@ -45,12 +57,18 @@ class Ingester:
         self.applied_events = 0
         self.committed_messages = 0
         self.dead_lettered = 0
+        self.pruned = 0
+        self.prune_interval_s = PRUNE_INTERVAL_S
         self.store_healthy = True
+        self._next_prune = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        consumer = AsyncConsumer(s.bootstrap_servers, s.consumer_group, [s.events_topic])
-        dead_letters = DeadLetters(s.bootstrap_servers, s.dlq_topic)
+        security = security_config(s)
+        consumer = AsyncConsumer(
+            s.bootstrap_servers, s.consumer_group, [s.events_topic], **security
+        )
+        dead_letters = DeadLetters(s.bootstrap_servers, s.dlq_topic, **security)
         log.info("ingest started", extra={"topic": s.events_topic, "group": s.consumer_group})
         try:
             while not stop.is_set():
@@ -80,6 +98,7 @@ class Ingester:
                 self.applied_events += applied.applied
                 self.committed_messages += len(messages)
                 self.on_applied(applied)
+                await self._prune_if_due()
         finally:
             await consumer.close()
 
@@ -100,6 +119,20 @@ class Ingester:
                     return None
                 except TimeoutError:
                     backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    async def _prune_if_due(self) -> None:
+        window_s = self.settings.processed_retention_s
+        now = time.monotonic()
+        if window_s <= 0 or now < self._next_prune:
+            return
+        try:
+            pruned = await self.store.prune_processed(window_s * 1000, limit=PRUNE_LIMIT)
+        except STORE_ERRORS as exc:
+            log.warning("pruning processed event ids failed: %s", type(exc).__name__)
+            pruned = 0
+        self.pruned += pruned
+        # A full delete means more are waiting: take the next chunk after the next batch.
+        self._next_prune = now if pruned >= PRUNE_LIMIT else now + self.prune_interval_s
 
 
 def _producer_link(message: Message) -> Link:

@@ -25,6 +25,11 @@ class FeatureSettings(CommonSettings):
     ingest_batch: int = opt(1000, "max events per ingest transaction")
     ingest: bool = opt(True, "consume <name>.events (false: API only)")
     pool_size: int = opt(8, "database connections in the pool")
+    processed_retention_s: float = opt(
+        7 * 86400.0,
+        "stream time (s) event ids are remembered for dedupe; must exceed the longest"
+        " redelivery delay (0 = forever)",
+    )
 
     @property
     def consumer_group(self) -> str:

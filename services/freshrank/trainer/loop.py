@@ -36,7 +36,13 @@ from opentelemetry import trace
 from opentelemetry.trace import Link
 
 from freshrank.core.codec import InteractionEvent
-from freshrank.core.kafka import AsyncConsumer, DeadLetters, decode_batch, next_offsets
+from freshrank.core.kafka import (
+    AsyncConsumer,
+    DeadLetters,
+    decode_batch,
+    next_offsets,
+    security_config,
+)
 from freshrank.core.telemetry import context_from_headers
 from freshrank.trainer.checkpoint import Checkpoint, CheckpointStore, Offsets
 from freshrank.trainer.exporter import Exporter, ExportFailed, StagedExport
@@ -120,15 +126,16 @@ class TrainerLoop:
     async def run(self, stop: asyncio.Event) -> None:
         """Train until ``stop`` is set; then finish the batch, checkpoint, commit and close."""
         settings = self.settings
+        security = security_config(settings)
         consumer = AsyncConsumer(
-            settings.bootstrap_servers, settings.group, [settings.events_topic]
+            settings.bootstrap_servers, settings.group, [settings.events_topic], **security
         )
         # Re-subscribe with our rebalance hook before the first poll (nothing runs yet).
         consumer.raw.subscribe(
             [settings.events_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
         self._consumer = consumer
-        self._dead_letters = DeadLetters(settings.bootstrap_servers, settings.dlq_topic)
+        self._dead_letters = DeadLetters(settings.bootstrap_servers, settings.dlq_topic, **security)
         try:
             await self._consume(consumer, stop)
             await self._drain_export()

@@ -1,0 +1,35 @@
+"""`freshrank bench operator` end to end on a few CRs: both sides run, the table has the peer
+and the ratio, and the JSON carries the cost breakdown and the load average."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_operator_bench_runs_both_sides_and_reports_costs(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "freshrank.cli", "bench", "operator", "--crs", "8"]
+    argv += ["--samples", "2", "--timeout", "120"]
+    env = {**os.environ, "FRESHRANK_BENCH_DIR": str(tmp_path), "COLUMNS": "160"}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "direct apply" in done.stdout
+    assert "load average" in done.stdout
+    results = json.loads((tmp_path / "operator.json").read_text())
+    assert results["params"] == {"crs": 8, "samples": 2, "timeout": 120.0}
+    for side in ("ours", "peer"):
+        assert results[f"{side}_throughput"] > 0
+        assert results[f"{side}_latency_ms"] > 0
+        # Every CR needs at least its children written (10 for the default spec).
+        assert results[f"{side}_requests_per_cr"] >= 10
+        assert results[f"{side}_cpu_ms_per_cr"] > 0
+    assert len(results["load_average_before"]) == 3
+    ratios = {row["metric"]: row["ratio"] for row in results["rows"]}
+    assert all(ratio is not None and ratio > 0 for ratio in ratios.values())
