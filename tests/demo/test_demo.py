@@ -23,6 +23,11 @@ def test_short_demo_serves_two_versions_beats_popularity_and_leaves_nothing(
     tmp_path: Path,
 ) -> None:
     report_dir = tmp_path / "report"
+    # What an earlier demo left behind: its checkpoint and models must not be resumed (the
+    # embedded broker starts empty; old offsets would point past the new topic's end).
+    stale = [report_dir / "stack" / "checkpoints" / "stale", report_dir / "stack" / "models" / "x"]
+    for path in stale:
+        path.mkdir(parents=True)
     code = main(
         [
             "demo",
@@ -45,3 +50,4 @@ def test_short_demo_serves_two_versions_beats_popularity_and_leaves_nothing(
     assert summary["events trained"] == summary["events sent"] == 12000
     assert (report_dir / "report.png").stat().st_size > 10_000
     assert _orphans(report_dir) == []
+    assert not any(path.exists() for path in stale)

@@ -13,6 +13,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Self
 
 import pytriton
 
@@ -89,10 +90,13 @@ class EmbeddedTriton(EmbeddedComponent):
             "--disable-auto-complete-config",
             *(f"--load-model={name}" for name in load_models),
         ]
-        model_repository.mkdir(parents=True, exist_ok=True)
         self.process = ManagedProcess(
             "triton", argv, log_path=workdir / "logs" / "triton.log", env=_server_env()
         )
+
+    def start(self, timeout: float | None = None) -> Self:
+        self.model_repository.mkdir(parents=True, exist_ok=True)  # tritonserver requires it
+        return super().start(timeout)
 
     def ready(self) -> bool:
         return http_ok(f"http://{self.http_url}/v2/health/live")

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +19,11 @@ __all__ = ["SERVICE_ROLES", "LocalStack", "StackConfig"]
 
 log = logging.getLogger(__name__)
 SERVICE_ROLES = ("feature", "trainer", "ranking")
+# What the services derive from the stream. The embedded broker keeps nothing across restarts
+# (memory storage), so none of this may outlive a stack: checkpointed offsets would point past
+# the end of the new, empty topic (the trainer would wait forever), and the feature store
+# would skip replayed events as already seen.
+STREAM_STATE = ("models", "checkpoints", "features.db", "features.db-wal", "features.db-shm")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,6 +81,7 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._clear_stream_state()
         try:
             self.broker.start()
             ensure_topics(
@@ -89,6 +96,14 @@ class LocalStack:
             self.stop()
             raise
         return self
+
+    def _clear_stream_state(self) -> None:
+        for name in STREAM_STATE:
+            path = self.workdir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
     def _start_service(self, role: str) -> None:
         process = ManagedProcess(
