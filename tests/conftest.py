@@ -46,3 +46,14 @@ def triton(tmp_path: Path, model_repository: Path) -> Iterator[EmbeddedTriton]:
     """A real tritonserver (explicit model control) over this test's model repository."""
     with EmbeddedTriton(tmp_path, model_repository) as running:
         yield running
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """The machine's 2 cores are shared: keep a compute-bound test on one."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from freshrank.core.http import REQUEST_LATENCY_METRIC
+
 __all__ = [
-    "LATENCY_METRIC",
     "RANKING_ROUTE",
     "TRAINER_GAUGES",
     "Buckets",
@@ -27,7 +28,6 @@ __all__ = [
     "quantile",
 ]
 
-LATENCY_METRIC = "freshrank_http_request_duration_seconds"
 RANKING_ROUTE = "/v1/rank"
 # What the operator reads from the trainer's /metrics (contract with the trainer).
 MODEL_VERSION_GAUGE = "freshrank_trainer_model_version"
@@ -42,7 +42,7 @@ def parse_latency_buckets(text: str, route: str = RANKING_ROUTE) -> Buckets:
     """Cumulative bucket counts of the request-latency histogram for ``route`` (all methods)."""
     buckets: Buckets = {}
     for family in text_string_to_metric_families(text):
-        if family.name != LATENCY_METRIC:
+        if family.name != REQUEST_LATENCY_METRIC:
             continue
         for sample in family.samples:
             if not sample.name.endswith("_bucket") or sample.labels.get("route") != route:

@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from freshrank.core.http import REQUEST_LATENCY_METRIC
 from freshrank_operator.crd import API_VERSION, KIND, apply_defaults, shared_object_schema
+from freshrank_operator.observe import RANKING_ROUTE
 
 __all__ = [
     "CONFIG_HASH_ANNOTATION",
@@ -42,8 +44,6 @@ TRITON_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 MODELS_MOUNT = "/models"
 CHECKPOINTS_MOUNT = "/checkpoints"
 FEATURE_DATA_MOUNT = "/data"
-RANKING_ROUTE = "/v1/rank"
-LATENCY_METRIC = "freshrank_http_request_duration_seconds"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
@@ -557,7 +557,7 @@ def latency_query(name: str, namespace: str, window_seconds: int) -> str:
     selector = f'namespace="{namespace}",pod=~"{name}-ranking-.*",route="{RANKING_ROUTE}"'
     return (
         f"histogram_quantile(0.95, sum by (le) "
-        f"(rate({LATENCY_METRIC}_bucket{{{selector}}}[{window_seconds}s])))"
+        f"(rate({REQUEST_LATENCY_METRIC}_bucket{{{selector}}}[{window_seconds}s])))"
     )
 
 

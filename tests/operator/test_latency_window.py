@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
-from freshrank.core.http import LATENCY_BUCKETS
+from freshrank.core.http import request_latency_histogram
 from freshrank_operator.observe import (
     LatencyWindow,
     TrainerReport,
@@ -16,13 +16,7 @@ from freshrank_operator.observe import (
 
 def _metrics(latencies_s: list[float], route: str = "/v1/rank") -> str:
     registry = CollectorRegistry()
-    histogram = Histogram(
-        "freshrank_http_request_duration_seconds",
-        "HTTP request latency by route",
-        ["route", "method", "status"],
-        registry=registry,
-        buckets=LATENCY_BUCKETS,
-    )
+    histogram = request_latency_histogram(registry)  # what every service exports
     for value in latencies_s:
         histogram.labels(route=route, method="POST", status="200").observe(value)
     histogram.labels(route="/healthz", method="GET", status="200").observe(4.0)

@@ -22,10 +22,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from freshrank.core.telemetry import context_from_headers
 
 __all__ = [
+    "LATENCY_BUCKETS",
     "REGISTRY_KEY",
+    "REQUEST_LATENCY_METRIC",
     "ReadinessCheck",
     "create_app",
     "json_error",
+    "request_latency_histogram",
     "route_label",
     "serve",
 ]
@@ -42,6 +45,19 @@ LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
+# Every service's request latency; the operator's autoscaler and the rendered HPA/KEDA queries
+# read it by this name.
+REQUEST_LATENCY_METRIC = "freshrank_http_request_duration_seconds"
+
+
+def request_latency_histogram(registry: CollectorRegistry) -> Histogram:
+    return Histogram(
+        REQUEST_LATENCY_METRIC,
+        "HTTP request latency by route",
+        ["route", "method", "status"],
+        registry=registry,
+        buckets=LATENCY_BUCKETS,
+    )
 
 
 def json_error(status: int, message: str, **extra: Any) -> web.Response:
@@ -122,13 +138,7 @@ def create_app(
 ) -> web.Application:
     """An application with the shared endpoints; add the service's routes to it."""
     registry = registry or CollectorRegistry()
-    histogram = Histogram(
-        "freshrank_http_request_duration_seconds",
-        "HTTP request latency by route",
-        ["route", "method", "status"],
-        registry=registry,
-        buckets=LATENCY_BUCKETS,
-    )
+    histogram = request_latency_histogram(registry)
     app = web.Application(
         middlewares=[
             _latency_middleware(histogram),
