@@ -23,6 +23,7 @@ __all__ = [
     "ComponentFailed",
     "EmbeddedComponent",
     "ManagedProcess",
+    "StartStop",
     "free_port",
     "http_ok",
     "wait_until",
@@ -70,7 +71,29 @@ def wait_until(
     raise TimeoutError(f"not {what} after {timeout:.0f}s")
 
 
-class ManagedProcess:
+class StartStop:
+    """``with component:`` starts it on entry and stops it on exit, whatever happened."""
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ManagedProcess(StartStop):
     """Start ``argv`` with its output in ``log_path``; ``stop()`` kills the process group."""
 
     def __init__(
@@ -156,20 +179,8 @@ class ManagedProcess:
             os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.wait()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class EmbeddedComponent:
+class EmbeddedComponent(StartStop):
     """A component backed by one ``ManagedProcess`` and a readiness probe."""
 
     process: ManagedProcess
@@ -185,17 +196,6 @@ class EmbeddedComponent:
 
     def stop(self) -> None:
         self.process.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @atexit.register

@@ -9,11 +9,10 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from types import TracebackType
 
 from freshrank.core.kafka import ensure_topics
 from freshrank.embedded import EmbeddedBroker, EmbeddedTriton, ManagedProcess, free_port
-from freshrank.embedded.process import http_ok
+from freshrank.embedded.process import StartStop, http_ok
 
 __all__ = ["SERVICE_ROLES", "LocalStack", "StackConfig"]
 
@@ -36,7 +35,7 @@ class StackConfig:
     extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-class LocalStack:
+class LocalStack(StartStop):
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.workdir = config.workdir.resolve()
@@ -127,14 +126,3 @@ class LocalStack:
         self.triton.stop()
         self.broker.stop()
         (self.workdir / "stack.json").unlink(missing_ok=True)
-
-    def __enter__(self) -> LocalStack:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
