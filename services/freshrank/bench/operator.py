@@ -25,7 +25,7 @@ import os
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
@@ -256,9 +256,39 @@ async def _post(session: Any, url: str, body: dict[str, Any]) -> None:
         response.raise_for_status()
 
 
-async def _peer(emulator: _EmulatorProcess, args: argparse.Namespace) -> dict[str, float]:
+CRApply = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+async def _drive(
+    emulator: _EmulatorProcess, args: argparse.Namespace, deadline: float, apply: CRApply
+) -> tuple[list[float], float, dict[str, float]]:
+    """The run both sides share: ``--samples`` CRs one at a time (latency), then ``--crs`` at
+    once (throughput and cost). ``apply`` is the client's own work after posting CRs."""
     import aiohttp
 
+    samples = [_cr(f"one-{i}", "bench") for i in range(args.samples)]
+    crs = [_cr(f"bulk-{i}", "bench") for i in range(args.crs)]
+    keys = {cr["metadata"]["name"]: _child_keys(cr) for cr in samples + crs}
+    async with aiohttp.ClientSession() as session:
+        latencies = []
+        for cr in samples:
+            start = time.monotonic()
+            stored = _watch(emulator, keys[cr["metadata"]["name"]], deadline)
+            await _post(session, emulator.url, cr)
+            await apply([cr])
+            latencies.append((await stored - start) * 1000.0)
+        cost = await _Cost(emulator).start()
+        start = time.monotonic()
+        every = [key for cr in crs for key in keys[cr["metadata"]["name"]]]
+        stored = _watch(emulator, every, deadline)
+        await asyncio.gather(*(_post(session, emulator.url, cr) for cr in crs))
+        await apply(crs)
+        elapsed = await stored - start
+        costs = await cost.per_cr(args.crs)
+    return latencies, args.crs / elapsed, costs
+
+
+async def _peer(emulator: _EmulatorProcess, args: argparse.Namespace) -> dict[str, float]:
     from freshrank_operator import reconcile, render
     from freshrank_operator.kube import Credentials, KubeClient
 
@@ -266,62 +296,34 @@ async def _peer(emulator: _EmulatorProcess, args: argparse.Namespace) -> dict[st
         return Credentials(server=emulator.url)
 
     deadline = time.monotonic() + args.timeout
-    samples = [_cr(f"one-{i}", "bench") for i in range(args.samples)]
-    crs = [_cr(f"bulk-{i}", "bench") for i in range(args.crs)]
-    keys = {cr["metadata"]["name"]: _child_keys(cr) for cr in samples + crs}
     rss = _rss_mib()
-    async with KubeClient(login) as client, aiohttp.ClientSession() as session:
-        latencies = []
-        for cr in samples:
-            start = time.monotonic()
-            stored = _watch(emulator, keys[cr["metadata"]["name"]], deadline)
-            await _post(session, emulator.url, cr)
-            await reconcile.apply_children(client, cr, render.render(cr))
-            latencies.append((await stored - start) * 1000.0)
-        cost = await _Cost(emulator).start()
-        start = time.monotonic()
-        every = [key for cr in crs for key in keys[cr["metadata"]["name"]]]
-        stored = _watch(emulator, every, deadline)
-        await asyncio.gather(*(_post(session, emulator.url, cr) for cr in crs))
+    async with KubeClient(login) as client:
         gate = asyncio.Semaphore(16)  # a client applying 16 deployments at a time
 
-        async def apply(cr: dict[str, Any]) -> None:
+        async def apply_one(cr: dict[str, Any]) -> None:
             async with gate:
                 await reconcile.apply_children(client, cr, render.render(cr))
 
-        await asyncio.gather(*(apply(cr) for cr in crs))
-        elapsed = await stored - start
-        costs = await cost.per_cr(args.crs)
-    return _summary(latencies, args.crs / elapsed, costs, _rss_mib() - rss)
+        async def apply(crs: list[dict[str, Any]]) -> None:
+            await asyncio.gather(*(apply_one(cr) for cr in crs))
+
+        latencies, throughput, costs = await _drive(emulator, args, deadline, apply)
+    return _summary(latencies, throughput, costs, _rss_mib() - rss)
 
 
 async def _ours(emulator: _EmulatorProcess, args: argparse.Namespace) -> dict[str, float]:
-    import aiohttp
-
     from freshrank_operator.testing import emulator_config, operator_thread
 
+    async def operator_applies(_crs: list[dict[str, Any]]) -> None:
+        """Nothing for the client to do: the operator reconciles what was posted."""
+
     deadline = time.monotonic() + args.timeout
-    samples = [_cr(f"one-{i}", "bench") for i in range(args.samples)]
-    crs = [_cr(f"bulk-{i}", "bench") for i in range(args.crs)]
-    keys = {cr["metadata"]["name"]: _child_keys(cr) for cr in samples + crs}
     rss = _rss_mib()
     config = emulator_config(emulator.url, "bench", tick_seconds=5.0)
-    async with operator_thread(config), aiohttp.ClientSession() as session:
-        latencies = []
-        for cr in samples:
-            start = time.monotonic()
-            stored = _watch(emulator, keys[cr["metadata"]["name"]], deadline)
-            await _post(session, emulator.url, cr)
-            latencies.append((await stored - start) * 1000.0)
-        cost = await _Cost(emulator).start()
-        start = time.monotonic()
-        every = [key for cr in crs for key in keys[cr["metadata"]["name"]]]
-        stored = _watch(emulator, every, deadline)
-        await asyncio.gather(*(_post(session, emulator.url, cr) for cr in crs))
-        elapsed = await stored - start
-        costs = await cost.per_cr(args.crs)
+    async with operator_thread(config):
+        latencies, throughput, costs = await _drive(emulator, args, deadline, operator_applies)
         rss_after = _rss_mib()
-    return _summary(latencies, args.crs / elapsed, costs, rss_after - rss)
+    return _summary(latencies, throughput, costs, rss_after - rss)
 
 
 def _summary(
