@@ -38,6 +38,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from freshrank.bench.load import drive
 from freshrank.bench.report import BenchTable, percentile
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -326,28 +327,7 @@ async def _generate(spec: LoadSpec) -> dict[str, Any]:
         except Exception:
             errors += 1
 
-    start = time.perf_counter()
-    end = start + spec.duration
-    if spec.rate > 0:
-        pending: set[asyncio.Task[None]] = set()  # only those in flight: a small heap
-        interval = 1.0 / spec.rate
-        n = 0
-        while (scheduled := start + n * interval) < end:
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(one(scheduled))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            n += 1
-        await asyncio.gather(*pending)
-    else:
-
-        async def worker() -> None:
-            while time.perf_counter() < end:
-                await one(time.perf_counter())
-
-        await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
+    start = await drive(one, duration=spec.duration, rate=spec.rate, concurrency=spec.concurrency)
     elapsed = time.perf_counter() - start
     ticker.cancel()
     await close()

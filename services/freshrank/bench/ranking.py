@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import dataclasses
+import itertools
 import json
 import multiprocessing
 import os
@@ -29,6 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from freshrank.bench.load import drive
 from freshrank.bench.report import BenchTable, summarize
 
 MODEL_NAME = "bench-ranker"
@@ -205,7 +207,8 @@ async def _load(url: str, mode: str, options: dict[str, Any]) -> LoadResult:
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def one(body: bytes, scheduled: float) -> None:
+        async def one(scheduled: float) -> None:
+            body = bodies[next(sent) % len(bodies)]
             try:
                 async with session.post(f"{url}/v1/rank", data=body, headers=headers) as response:
                     reply = await response.read()
@@ -218,29 +221,10 @@ async def _load(url: str, mode: str, options: dict[str, Any]) -> LoadResult:
             elif b'"fallback": true' in reply:
                 counts["fallbacks"] += 1
 
-        start = time.perf_counter()
-        end = start + duration
-        if mode == "open":
-            interval = 1.0 / float(options["rate"])
-            tasks = []
-            sent = 0
-            while (scheduled := start + sent * interval) < end:
-                delay = scheduled - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(one(bodies[sent % len(bodies)], scheduled)))
-                sent += 1
-            await asyncio.gather(*tasks)
-        else:
-            workers = int(options["concurrency"]) if mode == "closed" else 2
-
-            async def worker(offset: int) -> None:
-                n = offset
-                while time.perf_counter() < end:
-                    await one(bodies[n % len(bodies)], time.perf_counter())
-                    n += workers
-
-            await asyncio.gather(*(worker(i) for i in range(workers)))
+        sent = itertools.count()
+        rate = float(options["rate"]) if mode == "open" else 0.0
+        workers = int(options["concurrency"]) if mode == "closed" else 2
+        start = await drive(one, duration=duration, rate=rate, concurrency=workers)
         seconds = time.perf_counter() - start
     return LoadResult(latencies, counts["errors"], counts["fallbacks"], seconds)
 
