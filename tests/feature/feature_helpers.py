@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import Any
 
@@ -10,9 +9,10 @@ from freshrank.core.codec import EventType, InteractionEvent, make_event
 from freshrank.feature.store import FeatureStore
 from freshrank.v1 import features_pb2
 
-POSTGRES_URL = os.environ.get(
-    "FRESHRANK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+
+def libpq_dsn(url: str) -> str:
+    """The libpq form of a SQLAlchemy ``postgresql+psycopg://`` URL."""
+    return url.replace("postgresql+psycopg://", "postgresql://")
 
 
 def unique_schema() -> str:

@@ -8,7 +8,7 @@ import math
 
 import psycopg
 import pytest
-from feature_helpers import POSTGRES_URL, event, history, snapshot, stream
+from feature_helpers import event, history, libpq_dsn, snapshot, stream
 from sqlalchemy import inspect, text
 
 from freshrank.core.codec import EventType
@@ -199,15 +199,18 @@ async def test_upgrade_keeps_existing_ids_for_a_full_window(
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-async def test_a_broken_read_connection_is_dropped_not_reused(store: FeatureStore) -> None:
+async def test_a_broken_read_connection_is_dropped_not_reused(
+    store: FeatureStore, postgres_url: str
+) -> None:
     # PostgreSQL only: its read path talks to the driver, past SQLAlchemy's error handling.
     await store.apply([event(1, "lea", "a", 1_000)])
     async with store._reader.connect() as connection:
         driver = (await connection.get_raw_connection()).driver_connection
         assert driver is not None
         backend_pid = driver.info.backend_pid
-    dsn = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
+    async with await psycopg.AsyncConnection.connect(
+        libpq_dsn(postgres_url), autocommit=True
+    ) as admin:
         await admin.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
     with pytest.raises(STORE_ERRORS):
         await store.users(["lea"])

@@ -41,7 +41,6 @@ from typing import Any
 from freshrank.bench.load import drive
 from freshrank.bench.report import BenchTable, percentile
 
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PROTOBUF = "application/x-protobuf"
 LAG_TICK_S = 0.005
 CPU_EVERY_TICKS = 20  # CPU counters sampled every 100 ms
@@ -50,7 +49,11 @@ WINDOW_S = 0.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dsn", default=DEFAULT_DSN, help="PostgreSQL to benchmark against")
+    parser.add_argument(
+        "--dsn",
+        default=None,
+        help="PostgreSQL to benchmark against (default: start an embedded one for the run)",
+    )
     parser.add_argument("--users", type=int, default=2000, help="users in the seeded store")
     parser.add_argument("--items", type=int, default=1000, help="items in the seeded store")
     parser.add_argument("--events", type=int, default=50_000, help="events ingested (and seeded)")
@@ -83,7 +86,19 @@ class LoadSpec:
 def run(args: argparse.Namespace) -> int:
     # Overload in the open-loop phase is expected and measured; one warning per 503 is noise.
     logging.getLogger("freshrank.feature").setLevel(logging.ERROR)
-    return asyncio.run(_bench(args))
+    if args.dsn is not None:
+        return asyncio.run(_bench(args))
+    import tempfile
+    from pathlib import Path
+
+    from freshrank.embedded import EmbeddedPostgres
+
+    with (
+        tempfile.TemporaryDirectory(prefix="freshrank-bench-") as workdir,
+        EmbeddedPostgres(Path(workdir)) as server,
+    ):
+        args.dsn = server.url(driver="postgresql")
+        return asyncio.run(_bench(args))
 
 
 async def _bench(args: argparse.Namespace) -> int:

@@ -60,6 +60,17 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _child_setup(run_as: tuple[int, int] | None) -> Callable[[], None]:
+    def setup() -> None:
+        if run_as is not None:
+            # Before the death signal: a credential change clears PR_SET_PDEATHSIG.
+            os.setgid(run_as[1])
+            os.setuid(run_as[0])
+        _die_with_parent()
+
+    return setup
+
+
 def wait_until(
     ready: Callable[[], bool], *, timeout: float, interval: float = 0.2, what: str = "ready"
 ) -> None:
@@ -94,7 +105,11 @@ class StartStop:
 
 
 class ManagedProcess(StartStop):
-    """Start ``argv`` with its output in ``log_path``; ``stop()`` kills the process group."""
+    """Start ``argv`` with its output in ``log_path``; ``stop()`` kills the process group.
+
+    ``run_as`` (uid, gid) drops root for servers that refuse it (PostgreSQL); ``stop_signal``
+    is the one that asks the server for its fast, clean shutdown.
+    """
 
     def __init__(
         self,
@@ -104,12 +119,16 @@ class ManagedProcess(StartStop):
         log_path: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        run_as: tuple[int, int] | None = None,
+        stop_signal: signal.Signals = signal.SIGTERM,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
         self.env = dict(os.environ if env is None else env)
         self.cwd = cwd
+        self.run_as = run_as
+        self.stop_signal = stop_signal
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -126,7 +145,7 @@ class ManagedProcess(StartStop):
                 stdin=subprocess.DEVNULL,
                 env=self.env,
                 cwd=self.cwd,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_child_setup(self.run_as),
             )
         _LIVE.add(self)
         log.info("started", extra={"component": self.name, "pid": self._proc.pid})
@@ -154,14 +173,14 @@ class ManagedProcess(StartStop):
             raise ComponentFailed(f"{exc}\n{self.log_tail()}") from exc
 
     def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM the group, SIGKILL after ``grace`` seconds; idempotent."""
+        """``stop_signal`` to the group, SIGKILL after ``grace`` seconds; idempotent."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
         _LIVE.discard(self)
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, self.stop_signal)
             try:
                 proc.wait(grace)
             except subprocess.TimeoutExpired:
