@@ -16,8 +16,8 @@ test: install protos lint typecheck pytest
 
 install: $(STAMP)
 
-# torch first: the pinned CPU build lies on local disk; anything asking for torch before it
-# would pull a multi-GB CUDA build.
+# torch first, alone: PyPI serves its CUDA build (several GB). pip's cache keeps the wheels, so a
+# new venv on the same machine downloads nothing; the stamp keeps a second run from installing.
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 required"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
