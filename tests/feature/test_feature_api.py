@@ -11,10 +11,10 @@ from feature_helpers import event
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from freshrank.core.codec import EventType
+from freshrank.core.feature_client import FeatureClient, FeatureServiceError
 from freshrank.embedded import free_port
 from freshrank.feature.api import FeatureApi, create_feature_app
 from freshrank.feature.cache import TTLCache
-from freshrank.feature.client import FeatureClient, FeatureServiceError
 from freshrank.feature.store import FeatureStore, create_engine
 from freshrank.v1 import features_pb2
 

@@ -15,9 +15,9 @@ from confluent_kafka import Consumer
 from feature_helpers import event, snapshot, stream
 
 from freshrank.core.codec import InteractionEvent
+from freshrank.core.feature_client import FeatureClient
 from freshrank.core.kafka import ERROR_HEADER, EventProducer, consumer_config, ensure_topics
 from freshrank.embedded import EmbeddedBroker, ManagedProcess, free_port
-from freshrank.feature.client import FeatureClient
 from freshrank.feature.service import FeatureService, open_store
 from freshrank.feature.settings import FeatureSettings
 from freshrank.feature.store import FeatureStore

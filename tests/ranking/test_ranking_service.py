@@ -25,11 +25,11 @@ from prometheus_client import CollectorRegistry
 from ranking_support import HISTORY_LEN, WORLD, OtlpJsonReceiver, TrainedModel, overlap
 
 from freshrank.core.codec import InteractionEvent
+from freshrank.core.feature_client import FeatureClient
 from freshrank.core.http import serve
 from freshrank.core.kafka import EventProducer, ensure_topics
 from freshrank.core.model_repo import ModelRepository
 from freshrank.embedded import EmbeddedBroker, EmbeddedTriton, free_port
-from freshrank.feature.client import FeatureClient
 from freshrank.feature.service import FeatureService
 from freshrank.feature.settings import FeatureSettings
 from freshrank.ranking.service import create_ranking_app

@@ -10,10 +10,10 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["BenchRow", "BenchTable", "percentile", "results_dir", "summarize"]
 
@@ -78,6 +78,10 @@ class BenchTable:
         return row
 
     def print(self, console: Console | None = None) -> None:
+        # Imported here: benchmarks register their CLI options without the local extra.
+        from rich.console import Console
+        from rich.table import Table
+
         table = Table(title=self.title)
         for column in (
             "metric",

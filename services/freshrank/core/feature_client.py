@@ -1,5 +1,8 @@
 """Async client for the feature API (port 8081), protobuf on the wire.
 
+It lives in ``core`` because services never import each other: the ranking service and the
+tools reach the feature service through this client only.
+
 One ``aiohttp.ClientSession`` per client (pooled connections); every call is bounded by a
 deadline. An unknown user is not an error: the service answers an empty feature set.
 """
