@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 import shutil
 import ssl
@@ -77,7 +78,11 @@ def default_assets_dir() -> Path:
     if override:
         return Path(override)
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    builds = [p for p in (cache / "freshrank" / "envtest").glob("v*") if p.is_dir()]
+    builds = [
+        p
+        for p in (cache / "freshrank" / "envtest").glob("v*")
+        if p.is_dir() and re.fullmatch(r"v\d+\.\d+\.\d+", p.name)  # not a build in progress
+    ]
     if not builds:
         raise FileNotFoundError(
             f"no envtest binaries in {cache / 'freshrank' / 'envtest'}: run `make envtest` "
@@ -85,7 +90,7 @@ def default_assets_dir() -> Path:
         )
 
     def version(path: Path) -> tuple[int, ...]:
-        return tuple(int(part) for part in path.name[1:].split(".") if part.isdigit())
+        return tuple(int(part) for part in path.name[1:].split("."))
 
     return max(builds, key=version)
 
@@ -204,7 +209,8 @@ class EmbeddedKubeApiServer(EmbeddedComponent):
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={self.service_account_key}",
                 f"--service-account-signing-key-file={self.service_account_key}",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                # Room for thousands of Services (3 per CR): benchmarks create hundreds of CRs.
+                "--service-cluster-ip-range=10.0.0.0/16",
                 "--allow-privileged=true",
                 *(_audit_flags(workdir, audit_log) if audit_log else []),
             ],
