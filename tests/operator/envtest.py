@@ -14,9 +14,10 @@ import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from freshrank.embedded.kubernetes import EmbeddedKubernetes, KubectlError
+from freshrank.embedded.kubernetes import EmbeddedKubernetes, KubectlError, kubeconfig_document
 from freshrank_operator import crd, render
 from freshrank_operator.config import OperatorConfig
 from freshrank_operator.handlers import Runtime
@@ -31,8 +32,10 @@ __all__ = [
     "eventually",
     "example_cr",
     "install_crd",
+    "kubeconfig_for",
     "new_namespace",
     "running_operator",
+    "service_account_token",
 ]
 
 CRD_NAME = f"{crd.PLURAL}.{crd.GROUP}"
@@ -84,6 +87,26 @@ async def new_namespace(client: KubeClient, labels: Mapping[str, str] | None = N
     body = {"metadata": {"name": name, "labels": dict(labels or {})}}
     await client.request("POST", "/api/v1/namespaces", body=body)
     return name
+
+
+async def service_account_token(client: KubeClient, namespace: str, name: str) -> str:
+    """A TokenRequest token of ServiceAccount ``namespace/name`` (created here): what RBAC
+    then allows it is what a pod of that account could do."""
+    accounts = f"/api/v1/namespaces/{namespace}/serviceaccounts"
+    await client.request("POST", accounts, body={"metadata": {"name": name}})
+    issued = await client.request(
+        "POST", f"{accounts}/{name}/token", body={"spec": {"expirationSeconds": 3600}}
+    )
+    token: str = issued["status"]["token"]
+    return token
+
+
+def kubeconfig_for(cluster: EmbeddedKubernetes, token: str, path: Path) -> Path:
+    """A kubeconfig for ``cluster`` that logs in with ``token``."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(kubeconfig_document(cluster.server, token, cluster.ca_data())))
+    return path
 
 
 def cluster_config(cluster: EmbeddedKubernetes, namespace: str, **overrides: Any) -> OperatorConfig:
