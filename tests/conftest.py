@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kube_assets import envtest_assets
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from freshrank.core.telemetry import setup_tracing
 from freshrank.embedded import EmbeddedBroker, EmbeddedPostgres, EmbeddedTriton
-from freshrank.embedded.kubernetes import EmbeddedKubernetes, KubeAssets
-
-REPO = Path(__file__).resolve().parents[1]
+from freshrank.embedded.kubernetes import EmbeddedKubernetes
 
 
 @pytest.fixture(scope="session")
@@ -51,19 +49,6 @@ def postgres_url(request: pytest.FixtureRequest) -> str:
         return configured
     server: EmbeddedPostgres = request.getfixturevalue("postgres")
     return server.url()
-
-
-def envtest_assets() -> KubeAssets:
-    """The binaries `make envtest` built (tests/envtest/build.sh), or $FRESHRANK_ENVTEST_ASSETS."""
-    located = subprocess.run(
-        [str(REPO / "tests" / "envtest" / "build.sh"), "--locate"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if located.returncode != 0:
-        pytest.fail(located.stderr.strip(), pytrace=False)
-    return KubeAssets.in_directory(Path(located.stdout.strip()))
 
 
 @pytest.fixture(scope="session")

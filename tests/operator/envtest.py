@@ -14,9 +14,10 @@ import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from freshrank.embedded.kubernetes import EmbeddedKubernetes
+from freshrank.embedded.kubernetes import EmbeddedKubernetes, KubectlError, kubeconfig_document
 from freshrank_operator import crd, render
 from freshrank_operator.config import OperatorConfig
 from freshrank_operator.handlers import Runtime
@@ -31,8 +32,10 @@ __all__ = [
     "eventually",
     "example_cr",
     "install_crd",
+    "kubeconfig_for",
     "new_namespace",
     "running_operator",
+    "service_account_token",
 ]
 
 CRD_NAME = f"{crd.PLURAL}.{crd.GROUP}"
@@ -56,6 +59,16 @@ def install_crd(cluster: EmbeddedKubernetes) -> dict[str, Any]:
 
     cluster.kubectl("apply", "--server-side", "-f", str(crd.crd_path()))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
+    # The CRs' endpoint can lag the Established condition by a moment.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            cluster.kubectl("get", CRD_NAME, "--all-namespaces")
+            break
+        except KubectlError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     live: dict[str, Any] = yaml.safe_load(cluster.kubectl("get", f"crd/{CRD_NAME}", "-o", "yaml"))
     return live
 
@@ -74,6 +87,26 @@ async def new_namespace(client: KubeClient, labels: Mapping[str, str] | None = N
     body = {"metadata": {"name": name, "labels": dict(labels or {})}}
     await client.request("POST", "/api/v1/namespaces", body=body)
     return name
+
+
+async def service_account_token(client: KubeClient, namespace: str, name: str) -> str:
+    """A TokenRequest token of ServiceAccount ``namespace/name`` (created here): what RBAC
+    then allows it is what a pod of that account could do."""
+    accounts = f"/api/v1/namespaces/{namespace}/serviceaccounts"
+    await client.request("POST", accounts, body={"metadata": {"name": name}})
+    issued = await client.request(
+        "POST", f"{accounts}/{name}/token", body={"spec": {"expirationSeconds": 3600}}
+    )
+    token: str = issued["status"]["token"]
+    return token
+
+
+def kubeconfig_for(cluster: EmbeddedKubernetes, token: str, path: Path) -> Path:
+    """A kubeconfig for ``cluster`` that logs in with ``token``."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(kubeconfig_document(cluster.server, token, cluster.ca_data())))
+    return path
 
 
 def cluster_config(cluster: EmbeddedKubernetes, namespace: str, **overrides: Any) -> OperatorConfig:
@@ -174,13 +207,15 @@ class ClusterApi:
         return await self.client.create(body)
 
     async def children(self, name: str) -> dict[tuple[str, str], dict[str, Any]]:
-        """The objects labelled as this CR's instance, by (kind, name)."""
+        """The objects this CR owns (not the StatefulSet's claims, which carry its labels)."""
         found: dict[tuple[str, str], dict[str, Any]] = {}
         for kind, api_version in CHILD_KINDS.items():
             for obj in await self.client.list(
                 api_version, kind, self.namespace, labels={"app.kubernetes.io/instance": name}
             ):
-                if not obj["metadata"].get("deletionTimestamp"):
+                owners = obj["metadata"].get("ownerReferences") or []
+                owned = any(o["kind"] == crd.KIND and o["name"] == name for o in owners)
+                if owned and not obj["metadata"].get("deletionTimestamp"):
                     found[(kind, obj["metadata"]["name"])] = obj
         return found
 
