@@ -169,15 +169,16 @@ async def test_database_outage_fails_fast_then_heals(
 
     during = load.between(down_at, up_at)
     assert during, "no requests during the outage"
-    assert {s.status for s in during} == {503}
-    assert all(s.retry_after is not None and int(s.retry_after) >= 1 for s in during)
     p99_ms = _p99([s.seconds for s in during]) * 1000
     ready_ms = [seconds * 1000 for seconds, _ in readiness]
+    statuses = sorted({s.status for s in during})
     print(
-        f"\noutage: {len(during)} requests, p99 {p99_ms:.1f} ms, max"
+        f"\noutage: {len(during)} requests, statuses {statuses}, p99 {p99_ms:.1f} ms, max"
         f" {max(s.seconds for s in during) * 1000:.1f} ms; /readyz max {max(ready_ms):.1f} ms;"
         f" reads back {reads_back_s:.2f} s and ready {ready_back_s:.2f} s after the restart"
     )
+    assert statuses == [503]
+    assert all(s.retry_after is not None and int(s.retry_after) >= 1 for s in during)
     assert p99_ms < 100
     assert {status for _, status in readiness[5:]} == {503}  # false within half a second
     assert max(ready_ms) < 500

@@ -34,7 +34,7 @@ class CircuitBreaker:
         *,
         failure_threshold: int = 3,
         first_open_s: float = 0.5,
-        max_open_s: float = 5.0,
+        max_open_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.failure_threshold = failure_threshold
