@@ -61,6 +61,7 @@ _MAX_LINKS = 32  # span links to producer traces per batch (enough to follow a s
 _MAX_BACKOFF_S = 5.0
 PRUNE_INTERVAL_S = 30.0
 PRUNE_LIMIT = 10_000
+STALL_S = 10.0  # a batch write this old means the database hangs
 Pair = tuple[Message, InteractionEvent]
 
 
@@ -99,12 +100,17 @@ class Ingester:
         self.prune_interval_s = PRUNE_INTERVAL_S
         self.window = event_time_window(settings)
         self.stuck_since: float | None = None  # monotonic start of the current store outage
+        self._writing_since: float | None = None  # monotonic start of the write in flight
         self._next_prune = 0.0
 
     @property
     def stuck(self) -> bool:
-        """Ingest is retrying a store outage (readiness turns false)."""
-        return self.stuck_since is not None
+        """Ingest is retrying a store outage, or one write has hung for ``STALL_S`` (a hung
+        database raises nothing): readiness turns false."""
+        if self.stuck_since is not None:
+            return True
+        writing = self._writing_since
+        return writing is not None and time.monotonic() - writing > STALL_S
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -192,6 +198,7 @@ class Ingester:
         not_after_ms = max(record_times) if record_times else None
         backoff = 0.1
         while True:
+            self._writing_since = time.monotonic()
             try:
                 applied = await self.store.apply(events, not_after_ms=not_after_ms)
                 self.stuck_since = None
@@ -207,6 +214,8 @@ class Ingester:
                     return None
                 except TimeoutError:
                     backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            finally:
+                self._writing_since = None
 
     async def _prune_if_due(self) -> None:
         window_s = self.settings.processed_retention_s

@@ -12,7 +12,6 @@ import contextlib
 import gc
 import logging
 import signal
-import time
 from typing import Any
 
 from aiohttp import web
@@ -150,9 +149,8 @@ class FeatureService:
             return True, {"ingest": "disabled"}
         if self._main_task is not None and self._main_task.done():
             return False, {"ingest": "stopped"}
-        if self.ingester.stuck_since is not None:
-            stuck_s = round(time.monotonic() - self.ingester.stuck_since, 1)
-            return False, {"ingest": f"stuck for {stuck_s} s: store unavailable, retrying"}
+        if self.ingester.stuck:
+            return False, {"ingest": "stuck: feature store unavailable, retrying"}
         return True, {"ingest": "running"}
 
     async def wait(self) -> None:

@@ -140,6 +140,9 @@ _OUTAGE_ERRORS = (
     OSError,
     TimeoutError,
 )
+# A read (one indexed statement, ~1 ms) slower than this counts as the store failing: it is
+# given up and the breaker hears of it, so a hung database is found within this.
+READ_TIMEOUT_S = 0.5
 # Keeps each multi-row statement well under SQLite's and PostgreSQL's bound-parameter limits.
 _CHUNK = 500
 _tracer = trace.get_tracer("freshrank.feature")
@@ -268,6 +271,7 @@ class FeatureStore:
         self.half_life_ms = half_life_ms
         self.clock_ms = 0  # latest event time applied: "now" for decayed reads
         self.breaker = breaker or CircuitBreaker()
+        self.read_timeout_s = READ_TIMEOUT_S
         self._wall_clock_ms = wall_clock_ms
         # Reads are single statements: autocommit spares the BEGIN and ROLLBACK round trips.
         self._reader = reader or engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -294,13 +298,28 @@ class FeatureStore:
         return postgresql.insert(table).from_select(columns, columns_clause), None
 
     async def _read(self, read: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """``read(*args)`` through the circuit breaker (fails fast while the store is down)."""
+        """``read(*args)`` through the circuit breaker (fails fast while the store is down),
+        given up after ``read_timeout_s``.
+
+        Given up, not cancelled-and-awaited: psycopg answers the cancellation of a running
+        query by cancelling it on the server, waiting up to 5 s for that and 5 s more for the
+        query to end, so awaiting a cancelled read against a hung database takes 10 s (the
+        field report's 10 s ``/readyz``). The read runs in its own task; on timeout, or when the
+        caller gives up, the task is cancelled and left to finish in the background."""
         trial = self.breaker.acquire()
+        task = asyncio.ensure_future(read(*args))
         try:
-            result = await read(*args)
-        except asyncio.CancelledError:  # a read given up on (timeout): the store is too slow
-            self.breaker.failure(trial)
+            done, _ = await asyncio.wait({task}, timeout=self.read_timeout_s)
+        except asyncio.CancelledError:
+            _abandon(task)
+            self.breaker.release(trial)
             raise
+        if not done:
+            _abandon(task)
+            self.breaker.failure(trial)
+            raise TimeoutError(f"feature store read took over {self.read_timeout_s} s")
+        try:
+            result = task.result()
         except Exception as exc:
             if is_outage(exc):
                 self.breaker.failure(trial)
@@ -619,6 +638,12 @@ class FeatureStore:
 def _json_value(value: Any) -> Any:
     """bytea travels in PostgreSQL's hex text form inside the JSON batch."""
     return "\\x" + value.hex() if isinstance(value, bytes) else value
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` without waiting for it; its outcome is retrieved (and dropped) later."""
+    task.cancel()
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 def _not_after(event: InteractionEvent, bound_ms: int) -> InteractionEvent:
