@@ -8,8 +8,12 @@ around it); ``stop()`` keeps the data, ``start()`` brings it back on the same po
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
+import signal
 import statistics
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -230,3 +234,67 @@ async def test_service_started_while_the_database_is_down_becomes_ready_once_it_
         assert (await (await http.get(base + "/v1/users/u1")).json())["event_count"] != "0"
     finally:
         await service.stop()
+
+
+def _signal_server(server: EmbeddedPostgres, signum: int) -> None:
+    """``signum`` to the postmaster and its children (each runs in its own process group)."""
+    process = server.process._proc
+    assert process is not None
+    children = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(process.pid)], capture_output=True, text=True
+    ).stdout.split()
+    for pid in [process.pid, *map(int, children)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+async def test_a_hung_database_costs_a_bounded_wait_not_ten_seconds(
+    broker: EmbeddedBroker,
+    own_postgres: EmbeddedPostgres,
+    unique_name: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    # Frozen, not stopped: connections stay open and queries never answer. psycopg absorbs
+    # the cancellation of such a query for up to 10 s; /readyz took 11 s before.
+    settings = _settings(broker, own_postgres, unique_name)
+    service = FeatureService(settings)
+    await service.start()
+    base = f"http://127.0.0.1:{settings.port}"
+    load, stop_load = Load(http, base), asyncio.Event()
+    try:
+        load_task = asyncio.create_task(load.run(stop_load))
+        await asyncio.sleep(0.5)
+        _signal_server(own_postgres, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        try:
+            readiness = []
+            while time.monotonic() - frozen_at < 4.0:
+                readiness.append(await _probe(http, base + "/readyz"))
+                await asyncio.sleep(0.1)
+        finally:
+            _signal_server(own_postgres, signal.SIGCONT)
+        thawed_at = time.monotonic()
+
+        async def serving() -> bool:
+            return (await _probe(http, base + "/v1/users/u1"))[1] == 200
+
+        back_s = await _eventually(serving, timeout=30)
+        stop_load.set()
+        await load_task
+    finally:
+        stop_load.set()
+        await service.stop()
+    during = load.between(frozen_at, thawed_at)
+    slowest_ms = max(s.seconds for s in during) * 1000
+    ready_ms = max(seconds for seconds, _ in readiness) * 1000
+    p50_ms = statistics.median(s.seconds for s in during) * 1000
+    p99_ms = _p99([s.seconds for s in during]) * 1000
+    print(
+        f"\nhung: {len(during)} requests, p50 {p50_ms:.1f} ms, p99 {p99_ms:.1f} ms,"
+        f" max {slowest_ms:.1f} ms; /readyz max {ready_ms:.1f} ms;"
+        f" reads back {back_s:.2f} s after the thaw"
+    )
+    assert {s.status for s in during} <= {200, 503}
+    assert slowest_ms < 1500  # the read timeout (0.5 s) and the API's, never psycopg's 10 s
+    assert ready_ms < 1500
+    assert {status for _, status in readiness[-10:]} == {503}
