@@ -143,6 +143,20 @@ async def test_malformed_protobuf_and_query_get_400(
     assert (await client.post("/v1/users:batch", json=too_many)).status == 400
 
 
+async def test_ids_breaking_the_event_contract_get_400_not_503(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    # The same id rule as the event codec: PostgreSQL refused a NUL as a DataError (a 503).
+    response = await client.get("/v1/users/a%00b")
+    assert response.status == 400
+    assert "control character" in (await response.json())["error"]
+    for body in ({"user_ids": ["ok", "tab\there"]}, {"user_ids": ["é" * 129]}):
+        response = await client.post("/v1/users:batch", json=body)
+        assert response.status == 400, body
+    response = await client.post("/v1/users:batch", json={"user_ids": ["é" * 128, "ユーザー"]})
+    assert response.status == 200
+
+
 async def test_openapi_lists_every_route(client: TestClient[web.Request, web.Application]) -> None:
     spec = await (await client.get("/openapi.json")).json()
     assert spec["openapi"].startswith("3.")
@@ -198,6 +212,7 @@ async def test_store_down_answers_503_and_not_ready() -> None:
         ):
             response = await client.request(method, path, json=body)
             assert response.status == 503
+            assert int(response.headers["Retry-After"]) >= 1
             text = await response.text()
             assert "feature store unavailable" in text
             assert "Traceback" not in text

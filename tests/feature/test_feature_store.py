@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 
 import psycopg
 import pytest
@@ -215,3 +216,34 @@ async def test_a_broken_read_connection_is_dropped_not_reused(
     with pytest.raises(STORE_ERRORS):
         await store.users(["lea"])
     assert (await store.users(["lea"]))["lea"].event_count == 1
+
+
+async def test_counters_thousands_of_half_lives_apart_do_not_underflow(
+    store: FeatureStore,
+) -> None:
+    # Half-life 1 s: 10^7 half-lives apart. PostgreSQL's power() raised "underflow" on the
+    # merge (ingest stuck) and on every popularity read (503 for good).
+    await store.apply([event(1, "old", "fossil", 1_000), event(2, "old", "hot", 1_000)])
+    await store.apply([event(3, "new", "hot", 10_000_001_000)])
+    assert [item.item_id for item in await store.popular(2)] == ["hot", "fossil"]
+    assert (await store.items(["fossil"]))["fossil"].decayed == pytest.approx(0.0)
+    assert (await store.items(["hot"]))["hot"].event_count == 2
+
+
+async def test_a_future_dated_event_counts_at_its_record_time(store: FeatureStore) -> None:
+    now = 1_700_000_000_000
+    await store.apply([event(n, "amy", "a", now - 1_000 + n) for n in range(5)])
+    popular_before = await store.popular(5)
+    # Microseconds: taken as happening when recorded, so the clock (decay, popularity,
+    # pruning) stays where the stream is.
+    applied = await store.apply([event(9, "amy", "b", now * 1000)], not_after_ms=now)
+    assert applied.clock_ms == store.clock_ms == now
+    assert await store.prune_processed(10_000) == 0
+    # "a" last changed at now - 996 ms: decayed by 0.996 of a half-life, not by 1.7e15 ms.
+    decayed = (await store.items(["a"]))["a"].decayed
+    assert decayed == pytest.approx(popular_before[0].decayed * 0.5**0.996, rel=1e-6)
+    assert history((await store.users(["amy"]))["amy"].history)[0].timestamp_ms == now
+    # Without a record time, this machine's clock is the bound.
+    await store.apply([event(10, "amy", "c", 2**62)])
+    assert store.clock_ms <= int(time.time() * 1000)
+    assert await store.load_clock() <= int(time.time() * 1000)

@@ -16,10 +16,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from freshrank.core.codec import InteractionEvent, MalformedEvent, decode_event, encode_event
+from freshrank.core.codec import (
+    DEFAULT_TIME_WINDOW,
+    EventTimeWindow,
+    InteractionEvent,
+    MalformedEvent,
+    decode_record,
+    encode_event,
+)
 from freshrank.core.settings import CommonSettings
 from freshrank.core.telemetry import headers_with_trace
 
@@ -39,8 +54,10 @@ __all__ = [
     "credentials_from_settings",
     "decode_batch",
     "ensure_topics",
+    "event_time_window",
     "next_offsets",
     "producer_config",
+    "record_time_ms",
     "security_config",
 ]
 
@@ -247,7 +264,11 @@ class DecodedBatch:
     malformed: list[tuple[Message, str]]
 
 
-def decode_batch(messages: Iterable[Message]) -> DecodedBatch:
+def decode_batch(
+    messages: Iterable[Message], window: EventTimeWindow = DEFAULT_TIME_WINDOW
+) -> DecodedBatch:
+    """Split ``messages`` by the event contract (``freshrank.core.codec``), each event checked
+    against its own record's time."""
     events: list[tuple[Message, InteractionEvent]] = []
     malformed: list[tuple[Message, str]] = []
     for message in messages:
@@ -256,15 +277,32 @@ def decode_batch(messages: Iterable[Message]) -> DecodedBatch:
             malformed.append((message, "empty message value"))
             continue
         try:
-            events.append((message, decode_event(value)))
+            events.append((message, decode_record(value, record_time_ms(message), window)))
         except MalformedEvent as exc:
             malformed.append((message, exc.reason))
     return DecodedBatch(events, malformed)
 
 
+def record_time_ms(message: Message) -> int | None:
+    """The record's timestamp (producer create time or broker append time), if it has one."""
+    kind, timestamp = message.timestamp()
+    return None if kind == TIMESTAMP_NOT_AVAILABLE else int(timestamp)
+
+
+def event_time_window(settings: CommonSettings) -> EventTimeWindow:
+    """The contract's time window as configured (every consumer of a deployment shares it)."""
+    return EventTimeWindow(
+        max_ahead_ms=settings.event_max_ahead_s * 1000.0,
+        max_behind_ms=settings.event_max_behind_s * 1000.0,
+    )
+
+
 class DeadLetters:
     """Forward the original bytes of a bad message with the reason in ``freshrank-error``
-    and its origin in ``freshrank-source``."""
+    and its origin in ``freshrank-source``.
+
+    One owner per deployment: the feature ingester (it alone also sees the store's verdict on
+    an event); the trainer applies the same contract and skips what it rejects."""
 
     def __init__(self, bootstrap: str, topic: str, **config: Any) -> None:
         self._producer = EventProducer(bootstrap, topic, **config)

@@ -52,6 +52,16 @@ class CommonSettings:
     )
     kafka_mechanism: str = opt("", "Kafka SASL mechanism; empty: SCRAM-SHA-512")
     kafka_security_protocol: str = opt("", "Kafka security.protocol; empty: SASL_SSL")
+    # The event contract's time window (core.codec.EventTimeWindow): every consumer of the
+    # stream must use the same values, so they are common settings.
+    event_max_ahead_s: float = opt(
+        3600.0, "reject events whose time is more than this after their Kafka record's time"
+    )
+    event_max_behind_s: float = opt(
+        40 * 365.25 * 86400,
+        "reject events whose time is more than this before their record's time (40 years:"
+        " historical replays pass, seconds mistaken for milliseconds do not)",
+    )
     otlp_endpoint: str = opt("", "OTLP/HTTP traces endpoint; empty disables export")
     trace_sample_ratio: float = opt(1.0, "fraction of traces sampled (0..1)")
     log_level: str = opt("INFO", "log level")

@@ -21,10 +21,11 @@ from google.protobuf.message import DecodeError, Message
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from freshrank.core.codec import MAX_ID_BYTES, id_problem
 from freshrank.core.http import REGISTRY_KEY, ReadinessCheck, create_app, json_error
 from freshrank.feature.cache import ReadThrough, TTLCache
 from freshrank.feature.openapi import openapi_spec
-from freshrank.feature.store import STORE_ERRORS, AppliedBatch, FeatureStore
+from freshrank.feature.store import STORE_ERRORS, AppliedBatch, FeatureStore, StoreUnavailable
 from freshrank.v1 import features_pb2
 
 __all__ = ["MAX_BATCH", "MAX_K", "FeatureApi", "create_feature_app"]
@@ -33,7 +34,9 @@ log = logging.getLogger(__name__)
 PROTOBUF = "application/x-protobuf"
 MAX_BATCH = 1000
 MAX_K = 1000
-MAX_ID_LENGTH = 256
+MAX_ID_LENGTH = MAX_ID_BYTES  # the event contract's id rule (codec.id_problem) holds here too
+# /readyz answers within this even when the database hangs (a probe must never time out).
+READINESS_TIMEOUT_S = 1.0
 M = TypeVar("M", bound=Message)
 CacheKey = tuple[str, str]
 CacheEntry = bytes  # the message framed as an entry of repeated field 1 (see ``_frame``)
@@ -77,8 +80,8 @@ class FeatureApi:
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         try:
-            async with asyncio.timeout(self.query_timeout_s):
-                await self.store.ping()
+            async with asyncio.timeout(min(self.query_timeout_s, READINESS_TIMEOUT_S)):
+                await self.store.ping()  # refused at once while the breaker is open
         except STORE_ERRORS as exc:
             return False, {"store": f"unavailable: {type(exc).__name__}"}
         return True, {"store": "ok"}
@@ -86,7 +89,8 @@ class FeatureApi:
     def _guard(
         self, handler: Callable[[web.Request], Awaitable[web.Response]]
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
-        """Map bad input to 400 and an unreachable store to 503, with a reason, no trace."""
+        """Map bad input to 400 and an unreachable store to 503 with ``Retry-After``, with a
+        reason, no trace. While the store's breaker is open the 503 costs no store call."""
 
         async def guarded(request: web.Request) -> web.Response:
             try:
@@ -94,9 +98,11 @@ class FeatureApi:
                     return await handler(request)
             except BadRequest as exc:
                 return json_error(400, str(exc))
+            except StoreUnavailable as exc:
+                return _unavailable(exc.retry_after_s)
             except STORE_ERRORS as exc:
                 log.warning("feature store unavailable: %s", type(exc).__name__)
-                return json_error(503, "feature store unavailable")
+                return _unavailable(1)
 
         return guarded
 
@@ -214,20 +220,32 @@ def create_feature_app(
 # -- wire helpers ---------------------------------------------------------------------------
 
 
+def _unavailable(retry_after_s: int) -> web.Response:
+    response = json_error(503, "feature store unavailable")
+    response.headers["Retry-After"] = str(retry_after_s)
+    return response
+
+
 def _valid_id(value: str, field: str) -> str:
     if not value:
         raise BadRequest(f"{field} must be a non-empty string")
-    if len(value) > MAX_ID_LENGTH:
-        raise BadRequest(f"{field} longer than {MAX_ID_LENGTH} characters")
+    problem = id_problem(value)
+    if problem is not None:
+        raise BadRequest(f"{field} {problem}")
     return value
 
 
 def _valid_ids(values: Sequence[str], field: str) -> Sequence[str]:
-    """``_valid_id`` for each value, as two C-level passes (batches are the hot path)."""
+    """``_valid_id`` for each value; plain ASCII ids (the hot path) in C-level passes."""
     if not all(values):
         raise BadRequest(f"{field} must be a non-empty string")
-    if max(map(len, values)) > MAX_ID_LENGTH:
-        raise BadRequest(f"{field} longer than {MAX_ID_LENGTH} characters")
+    joined = "".join(values)
+    if joined.isascii() and joined.isprintable() and max(map(len, values)) <= MAX_ID_LENGTH:
+        return values
+    for value in values:
+        problem = id_problem(value)
+        if problem is not None:
+            raise BadRequest(f"{field} {problem}")
     return values
 
 

@@ -28,7 +28,16 @@ def _ok(schema: str, proto: str) -> dict[str, Any]:
     return {
         "200": {"description": "OK", "content": _body(schema, proto)},
         "400": {"description": "malformed request", "content": _error()},
-        "503": {"description": "feature store unavailable", "content": _error()},
+        "503": {
+            "description": "feature store unavailable",
+            "headers": {
+                "Retry-After": {
+                    "description": "seconds until the store is tried again",
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            },
+            "content": _error(),
+        },
     }
 
 

@@ -1,4 +1,9 @@
-"""Wiring: store (migrated at startup) + SQL tracing + cache + API + ingest loop."""
+"""Wiring: store (migrated at startup) + SQL tracing + cache + API + ingest loop.
+
+A database that is down at startup is waited for (with backoff) rather than fatal: the API
+serves from the start (``/healthz`` 200, ``/readyz`` 503 naming the wait, reads 503), and the
+store is migrated and ingest started as soon as the database answers.
+"""
 
 from __future__ import annotations
 
@@ -11,40 +16,63 @@ from typing import Any
 
 from aiohttp import web
 
-from freshrank.core.http import serve
+from freshrank.core.http import REGISTRY_KEY, serve
 from freshrank.feature.api import CacheEntry, CacheKey, FeatureApi, create_feature_app
 from freshrank.feature.cache import TTLCache
 from freshrank.feature.ingest import Ingester
+from freshrank.feature.metrics import IngestMetrics
 from freshrank.feature.migrate import upgrade
 from freshrank.feature.settings import FeatureSettings
-from freshrank.feature.store import STORE_ERRORS, FeatureStore, create_engine, ensure_schema
+from freshrank.feature.store import (
+    STORE_ERRORS,
+    FeatureStore,
+    StoreUnavailable,
+    create_engine,
+    ensure_schema,
+    is_outage,
+)
 
-__all__ = ["FeatureService", "freeze_startup_heap", "open_store", "run_service"]
+__all__ = ["FeatureService", "build_store", "freeze_startup_heap", "open_store", "run_service"]
 
 log = logging.getLogger(__name__)
 QUERY_TIMEOUT_S = 2.0
 CLOCK_REFRESH_S = 1.0
 WRITER_POOL_SIZE = 2  # the ingest transaction and the odd migration or prune
+STARTUP_BACKOFF_S = (0.2, 5.0)  # first and longest wait between attempts to reach the database
 
 
 async def open_store(settings: FeatureSettings, *, migrate: bool = True) -> FeatureStore:
     """An engine with SQL spans, the schema migrated to head, and the stream clock loaded."""
+    store = build_store(settings)
+    if migrate:
+        await prepare_store(store, settings)
+    return store
+
+
+async def prepare_store(store: FeatureStore, settings: FeatureSettings) -> None:
+    """Schema created and migrated to head, stream clock loaded (needs the database)."""
+    await ensure_schema(store.engine, settings.db_schema)
+    await upgrade(store.engine)
+    await store.load_clock()
+
+
+def build_store(settings: FeatureSettings) -> FeatureStore:
+    """The store's engines (no connection is made yet)."""
     url, schema = settings.database_url, settings.db_schema
     reader = None
     if not url.startswith("sqlite"):  # a local SQLite file: reads share the writer's engine
         reader = create_engine(url, schema=schema, pool_size=settings.pool_size, autocommit=True)
-    store = FeatureStore(
+    return FeatureStore(
         create_engine(url, schema=schema, pool_size=WRITER_POOL_SIZE),
         history_length=settings.history_length,
         half_life_ms=settings.half_life_ms,
         reader=reader,
     )
-    engine = store.engine
-    if migrate:
-        await ensure_schema(engine, settings.db_schema)
-        await upgrade(engine)
-        await store.load_clock()
-    return store
+
+
+def _waitable(exc: BaseException) -> bool:
+    """An error at startup worth waiting out (the database is not there yet)."""
+    return is_outage(exc) or isinstance(exc, StoreUnavailable)
 
 
 class FeatureService:
@@ -58,20 +86,50 @@ class FeatureService:
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
-        self._ingest_task: asyncio.Task[None] | None = None
+        self._main_task: asyncio.Task[None] | None = None
         self._clock_task: asyncio.Task[None] | None = None
+        self.store_open = False  # migrated and clock loaded
 
     async def start(self) -> None:
+        """Serve; open the store now, or in the background while the database is down."""
         s = self.settings
-        self.store = store = await open_store(s)
+        self.store = store = build_store(s)
+        opened = await self._try_open()
         cache: TTLCache[CacheKey, CacheEntry] = TTLCache(s.cache_size, s.cache_ttl_s)
         self.api = api = FeatureApi(store, cache, query_timeout_s=QUERY_TIMEOUT_S)
-        self.app = create_feature_app(api, readiness=[self._ingest_ready])
-        self._runner = await serve(self.app, s.host, s.port)
+        self.app = create_feature_app(api, readiness=[self._ready])
         if s.ingest:
             self.ingester = Ingester(s, store, on_applied=api.invalidate)
-            self._ingest_task = asyncio.create_task(self.ingester.run(self._stop))
+        self.app[REGISTRY_KEY].register(IngestMetrics(self.ingester, store.breaker))
+        self._runner = await serve(self.app, s.host, s.port)
+        self._main_task = asyncio.create_task(self._open_then_ingest(opened))
+
+    async def _try_open(self) -> bool:
+        """One attempt to migrate the store; False when the database is not reachable."""
+        assert self.store is not None
+        try:
+            await prepare_store(self.store, self.settings)
+        except STORE_ERRORS as exc:
+            if not _waitable(exc):
+                raise  # e.g. no permission: waiting will not help, let the pod fail
+            log.warning("feature store not reachable at startup, waiting: %s", exc)
+            return False
+        self.store_open = True
+        return True
+
+    async def _open_then_ingest(self, opened: bool) -> None:
+        backoff, longest = STARTUP_BACKOFF_S
+        while not opened:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), backoff)
+            if self._stop.is_set():
+                return
+            backoff = min(backoff * 2, longest)
+            opened = await self._try_open()
+        log.info("feature store open")
         self._clock_task = asyncio.create_task(self._follow_clock())
+        if self.ingester is not None:
+            await self.ingester.run(self._stop)
 
     async def _follow_clock(self) -> None:
         """Keep the read clock current with events other replicas ingested (cheap indexed max)."""
@@ -82,25 +140,30 @@ class FeatureService:
             with contextlib.suppress(*STORE_ERRORS):
                 await self.store.load_clock()
 
-    async def _ingest_ready(self) -> tuple[bool, dict[str, Any]]:
-        if self._ingest_task is None:
+    async def _ready(self) -> tuple[bool, dict[str, Any]]:
+        """Ready once the store is open and while ingest is not stuck on a store outage (no
+        I/O here: ``/readyz`` answers at once whatever the database does)."""
+        if not self.store_open:
+            return False, {"ingest": "waiting for the database"}
+        if self.ingester is None:
             return True, {"ingest": "disabled"}
-        if self._ingest_task.done():
+        if self._main_task is not None and self._main_task.done():
             return False, {"ingest": "stopped"}
+        if self.ingester.stuck:
+            return False, {"ingest": "stuck: feature store unavailable, retrying"}
         return True, {"ingest": "running"}
 
     async def wait(self) -> None:
         """Until stopped, or the ingest loop dies (the error propagates: let the pod restart)."""
-        if self._ingest_task is not None:
-            await self._ingest_task
-        else:
-            await self._stop.wait()
+        if self._main_task is not None:
+            await self._main_task
+        await self._stop.wait()
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._ingest_task is not None:
+        if self._main_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._ingest_task
+                await self._main_task
         if self._clock_task is not None:
             await self._clock_task
         if self._runner is not None:

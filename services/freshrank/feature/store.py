@@ -7,6 +7,19 @@ are merged in SQL (``ON CONFLICT DO UPDATE`` with the decay in the expression) b
 are shared by every partition; a user's row (counters plus the last N history entries) is
 read-modified-written under a row lock, since one partition owns each user (key = user id).
 
+The clock: the latest event time applied, but no event counts as later than its Kafka record
+(the ingester passes the batch's record time) nor than this machine's clock: an event dated in
+the future (a producer's broken clock or unit; the codec's contract rejects far-future ones
+at the edge) is taken as happening when it was recorded, so no single event can move the
+clock, and with it every decayed read, the popularity ranking and the pruning of processed
+ids, ahead of real time. Decay exponents are capped (``decay.MAX_HALF_LIVES``) so counters
+decades apart never underflow PostgreSQL's ``power()``.
+
+Errors: ``is_data_error`` tells what the database refused because of the data (that event can
+never be applied: the ingester dead-letters it) from everything else (an outage: retry).
+Reads go through a circuit breaker (``freshrank.feature.breaker``) so they fail fast while the
+database is down.
+
 Retention of processed ids: each id records the stream clock (latest event time applied) when
 it was claimed, and ``prune_processed`` forgets ids older than a window of stream time. A
 redelivery comes from the uncommitted tail of a partition (offsets are committed right after
@@ -28,12 +41,13 @@ machine; ``freshrank bench feature`` shows the effect on the cache-off API).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 import psycopg
 import sqlalchemy.ext.asyncio as sa_asyncio
@@ -58,12 +72,14 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from freshrank.core.codec import InteractionEvent
-from freshrank.feature.decay import decay, fold, merge
+from freshrank.feature.breaker import CircuitBreaker, StoreUnavailable
+from freshrank.feature.decay import MAX_HALF_LIVES, decay, fold, merge
 from freshrank.v1 import features_pb2
 
 __all__ = [
@@ -71,16 +87,21 @@ __all__ = [
     "AppliedBatch",
     "FeatureStore",
     "ItemRow",
+    "StoreUnavailable",
     "UserRow",
     "create_engine",
+    "is_data_error",
+    "is_outage",
     "metadata",
 ]
+
+T = TypeVar("T")
 
 metadata = MetaData()
 processed_events = Table(
     "feature_processed_events",
     metadata,
-    Column("event_id", String(128), primary_key=True),
+    Column("event_id", String(256), primary_key=True),  # codec.MAX_ID_BYTES
     Column("ingested_ms", BigInteger, nullable=False),
     Column("stream_ms", BigInteger, nullable=False),  # stream clock when claimed (retention)
 )
@@ -104,7 +125,24 @@ items = Table(
 
 # What an unreachable or failing store raises (SQLAlchemy wraps the driver, except on the
 # PostgreSQL read path, which talks to psycopg directly).
-STORE_ERRORS = (SQLAlchemyError, psycopg.Error, OSError, TimeoutError)
+STORE_ERRORS = (SQLAlchemyError, psycopg.Error, OSError, TimeoutError, StoreUnavailable)
+# The database refused the data (a value too long, a NUL, out of range, a constraint): the same
+# statement fails however often it is retried.
+_DATA_ERRORS = (sa_exc.DataError, sa_exc.IntegrityError, psycopg.DataError, psycopg.IntegrityError)
+# The database is unreachable, gone, overloaded or too slow: the same statement may succeed later.
+_OUTAGE_ERRORS = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    sa_exc.DisconnectionError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+# A read (one indexed statement, ~1 ms) slower than this counts as the store failing: it is
+# given up and the breaker hears of it, so a hung database is found within this.
+READ_TIMEOUT_S = 0.5
 # Keeps each multi-row statement well under SQLite's and PostgreSQL's bound-parameter limits.
 _CHUNK = 500
 _tracer = trace.get_tracer("freshrank.feature")
@@ -135,6 +173,20 @@ class AppliedBatch:
     users: frozenset[str]
     items: frozenset[str]
     clock_ms: int
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """The store refused an event's data: retrying cannot help, dead-letter it."""
+    return isinstance(exc, _DATA_ERRORS)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """The store is down or too slow (not a verdict on the data)."""
+    return isinstance(exc, _OUTAGE_ERRORS)
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def create_engine(
@@ -208,6 +260,8 @@ class FeatureStore:
         history_length: int,
         half_life_ms: float,
         reader: AsyncEngine | None = None,
+        breaker: CircuitBreaker | None = None,
+        wall_clock_ms: Callable[[], int] = _wall_ms,
     ) -> None:
         """``engine`` writes; reads go to ``reader`` (an autocommit engine, its own pool so
         API reads and ingest transactions never wait for each other's connections), or
@@ -216,6 +270,9 @@ class FeatureStore:
         self.history_length = history_length
         self.half_life_ms = half_life_ms
         self.clock_ms = 0  # latest event time applied: "now" for decayed reads
+        self.breaker = breaker or CircuitBreaker()
+        self.read_timeout_s = READ_TIMEOUT_S
+        self._wall_clock_ms = wall_clock_ms
         # Reads are single statements: autocommit spares the BEGIN and ROLLBACK round trips.
         self._reader = reader or engine.execution_options(isolation_level="AUTOCOMMIT")
         self._own_reader = reader
@@ -240,21 +297,70 @@ class FeatureStore:
         columns_clause = source.columns(*(table.c[c] for c in columns))
         return postgresql.insert(table).from_select(columns, columns_clause), None
 
+    async def _read(self, read: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``read(*args)`` through the circuit breaker (fails fast while the store is down),
+        given up after ``read_timeout_s``.
+
+        Given up, not cancelled-and-awaited: psycopg answers the cancellation of a running
+        query by cancelling it on the server, waiting up to 5 s for that and 5 s more for the
+        query to end, so awaiting a cancelled read against a hung database takes 10 s (the
+        field report's 10 s ``/readyz``). The read runs in its own task; on timeout, or when the
+        caller gives up, the task is cancelled and left to finish in the background."""
+        trial = self.breaker.acquire()
+        task = asyncio.ensure_future(read(*args))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.read_timeout_s)
+        except asyncio.CancelledError:
+            _abandon(task)
+            self.breaker.release(trial)
+            raise
+        if not done:
+            _abandon(task)
+            self.breaker.failure(trial)
+            raise TimeoutError(f"feature store read took over {self.read_timeout_s} s")
+        try:
+            result = task.result()
+        except Exception as exc:
+            if is_outage(exc):
+                self.breaker.failure(trial)
+            else:
+                self.breaker.release(trial)
+            raise
+        self.breaker.success()
+        return result
+
     async def load_clock(self) -> int:
-        async with self._reader.connect() as connection:
-            latest = (await connection.execute(select(func.max(items.c.updated_ms)))).scalar()
-        self.clock_ms = max(self.clock_ms, int(latest or 0))
+        """Catch up with the stream clock in the store (events other replicas applied); never
+        past this machine's clock, whatever an earlier version let into the rows."""
+        latest = await self._read(self._latest_update)
+        self.clock_ms = max(self.clock_ms, min(int(latest or 0), self._wall_clock_ms()))
         return self.clock_ms
 
+    async def _latest_update(self) -> Any:
+        async with self._reader.connect() as connection:
+            return (await connection.execute(select(func.max(items.c.updated_ms)))).scalar()
+
     async def ping(self) -> None:
+        await self._read(self._ping)
+
+    async def _ping(self) -> None:
         async with self._reader.connect() as connection:
             await connection.execute(select(literal(1)))
 
     # -- writes ---------------------------------------------------------------------------
 
-    async def apply(self, events: Sequence[InteractionEvent]) -> AppliedBatch:
-        """Apply the events not applied before, atomically; returns what changed."""
-        unique = _dedupe(events)
+    async def apply(
+        self, events: Sequence[InteractionEvent], *, not_after_ms: int | None = None
+    ) -> AppliedBatch:
+        """Apply the events not applied before, atomically; returns what changed.
+
+        No event is taken as later than ``not_after_ms`` (the batch's Kafka record time) or
+        this machine's clock: a future-dated event counts as happening when it was recorded.
+        """
+        bound = self._wall_clock_ms()
+        if not_after_ms is not None:
+            bound = min(bound, not_after_ms)
+        unique = [_not_after(e, bound) for e in _dedupe(events)]
         stream_ms = max([self.clock_ms, *(e.timestamp_ms for e in unique)])
         async with self.engine.begin() as connection:
             fresh_ids = await self._claim(connection, [e.event_id for e in unique], stream_ms)
@@ -262,6 +368,7 @@ class FeatureStore:
             if fresh:
                 await self._apply_items(connection, fresh)
                 await self._apply_users(connection, fresh)
+        self.breaker.success()  # the database answered: reads may go through again
         if fresh:
             self.clock_ms = max(self.clock_ms, max(e.timestamp_ms for e in fresh))
         return AppliedBatch(
@@ -327,10 +434,9 @@ class FeatureStore:
         """Upsert that adds decayed counters in SQL, referenced to the later timestamp."""
         statement, params = self._bulk_insert(table, rows)
         new, old = statement.excluded, table.c
-        half = literal(self.half_life_ms, Double)
         newer = new.updated_ms >= old.updated_ms
-        old_decayed = old.decayed * func.power(0.5, (new.updated_ms - old.updated_ms) / half)
-        new_decayed = new.decayed * func.power(0.5, (old.updated_ms - new.updated_ms) / half)
+        old_decayed = old.decayed * self._decay_factor(new.updated_ms - old.updated_ms)
+        new_decayed = new.decayed * self._decay_factor(old.updated_ms - new.updated_ms)
         upsert = statement.on_conflict_do_update(
             index_elements=[table.primary_key.columns.values()[0].name],
             set_={
@@ -422,6 +528,12 @@ class FeatureStore:
             ]
         )
 
+    def _decay_factor(self, elapsed_ms: Any) -> Any:
+        """``0.5 ** (elapsed / half-life)`` in SQL, the exponent capped (``MAX_HALF_LIVES``)."""
+        exponent = elapsed_ms / literal(self.half_life_ms, Double)
+        smaller = func.least if self._dialect == "postgresql" else func.min
+        return func.power(0.5, smaller(exponent, literal(MAX_HALF_LIVES, Double)))
+
     # -- reads ----------------------------------------------------------------------------
 
     def _one_of(self, column: Any, ids: Sequence[str]) -> Any:
@@ -434,7 +546,8 @@ class FeatureStore:
     async def users(self, user_ids: Iterable[str]) -> dict[str, UserRow]:
         """Rows of the known users among ``user_ids`` (unknown ones are simply absent)."""
         clock, half_life = self.clock_ms, self.half_life_ms
-        rows = await self._by_key(users, _USER_COLUMNS, list(dict.fromkeys(user_ids)))
+        keys = list(dict.fromkeys(user_ids))
+        rows = await self._read(self._by_key, users, _USER_COLUMNS, keys)
         return {
             uid: UserRow(uid, count, decay(value, at_ms, clock, half_life), bytes(history))
             for uid, count, value, at_ms, history in rows
@@ -442,7 +555,8 @@ class FeatureStore:
 
     async def items(self, item_ids: Iterable[str]) -> dict[str, ItemRow]:
         clock, half_life = self.clock_ms, self.half_life_ms
-        rows = await self._by_key(items, _ITEM_COLUMNS, list(dict.fromkeys(item_ids)))
+        keys = list(dict.fromkeys(item_ids))
+        rows = await self._read(self._by_key, items, _ITEM_COLUMNS, keys)
         return {
             iid: ItemRow(iid, count, decay(value, at_ms, clock, half_life))
             for iid, count, value, at_ms in rows
@@ -486,11 +600,13 @@ class FeatureStore:
 
     async def popular(self, k: int) -> list[ItemRow]:
         """The ``k`` items with the highest popularity decayed to the store clock."""
+        return await self._read(self._popular, k)
+
+    async def _popular(self, k: int) -> list[ItemRow]:
         clock = literal(max(self.clock_ms, 0), BigInteger)
-        half = literal(self.half_life_ms, Double)
         # Items updated after the clock (another replica ingested them) count undecayed.
         age = case((items.c.updated_ms < clock, clock - items.c.updated_ms), else_=0)
-        score = items.c.decayed * func.power(0.5, age / half)
+        score = items.c.decayed * self._decay_factor(age)
         query = (
             select(items.c.item_id, items.c.event_count, score.label("score"))
             .order_by(score.desc(), items.c.item_id)
@@ -522,6 +638,22 @@ class FeatureStore:
 def _json_value(value: Any) -> Any:
     """bytea travels in PostgreSQL's hex text form inside the JSON batch."""
     return "\\x" + value.hex() if isinstance(value, bytes) else value
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` without waiting for it; its outcome is retrieved (and dropped) later."""
+    task.cancel()
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
+def _not_after(event: InteractionEvent, bound_ms: int) -> InteractionEvent:
+    """``event``, or a copy dated ``bound_ms`` when it claims a later time."""
+    if event.timestamp_ms <= bound_ms:
+        return event
+    bounded = InteractionEvent()
+    bounded.CopyFrom(event)
+    bounded.timestamp_ms = bound_ms
+    return bounded
 
 
 def _dedupe(events: Sequence[InteractionEvent]) -> list[InteractionEvent]:

@@ -1,4 +1,8 @@
-"""The training loop: consume -> decode -> dead-letter -> test-then-train -> checkpoint -> commit.
+"""The training loop: consume -> decode -> test-then-train -> checkpoint -> commit.
+
+Malformed messages (the event contract of ``freshrank.core.codec``, the same verdict every
+consumer reaches) are skipped and counted; the feature ingester is the one that dead-letters
+them, so each lands on the dead-letter topic once.
 
 Exactly-once effect. The learner's state and the offsets of everything it has trained on are
 saved together (``CheckpointStore``); Kafka commits follow a durable checkpoint and are only a
@@ -38,8 +42,8 @@ from opentelemetry.trace import Link
 from freshrank.core.codec import InteractionEvent
 from freshrank.core.kafka import (
     AsyncConsumer,
-    DeadLetters,
     decode_batch,
+    event_time_window,
     next_offsets,
     security_config,
 )
@@ -104,7 +108,7 @@ class TrainerLoop:
         self._events_at_export = 0
         self._publishing: asyncio.Task[None] | None = None
         self._consumer: AsyncConsumer | None = None
-        self._dead_letters: DeadLetters | None = None
+        self._window = event_time_window(settings)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -135,7 +139,6 @@ class TrainerLoop:
             [settings.events_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
         self._consumer = consumer
-        self._dead_letters = DeadLetters(settings.bootstrap_servers, settings.dlq_topic, **security)
         try:
             await self._consume(consumer, stop)
             await self._drain_export()
@@ -185,12 +188,10 @@ class TrainerLoop:
     # -- one batch -----------------------------------------------------------------------
 
     async def handle(self, messages: Sequence[Message]) -> BatchOutcome:
-        """Dead-letter the malformed messages, test-then-train on the rest."""
+        """Skip the malformed messages (the feature ingester dead-letters them), test-then-train
+        on the rest."""
         start = time.perf_counter()
-        decoded = decode_batch(messages)
-        for message, reason in decoded.malformed:
-            assert self._dead_letters is not None
-            self._dead_letters.publish(message, reason)
+        decoded = decode_batch(messages, self._window)
         self.metrics.events_dead_lettered.inc(len(decoded.malformed))
         events = [event for _, event in decoded.events]
         if events:
@@ -240,13 +241,10 @@ class TrainerLoop:
         return elapsed >= self.settings.checkpoint_interval_s
 
     async def checkpoint(self) -> None:
-        """Dead letters acknowledged -> checkpoint durable -> offsets committed, in that order."""
+        """Checkpoint durable -> offsets committed, in that order."""
         self._last_checkpoint = time.monotonic()
         if self.position == self._saved_position:
             return
-        if self._dead_letters is not None:
-            # A dead-lettered message counts as handled once the checkpoint is durable.
-            await asyncio.get_running_loop().run_in_executor(None, self._dead_letters.flush)
         offsets, ingest = dict(self.position), self.newest_ingest_ms
         start = time.perf_counter()
         await self._in_train(self._save, offsets, ingest)

@@ -24,7 +24,7 @@ class TrainerMetrics:
         )
         self.events_dead_lettered = Counter(
             "freshrank_trainer_events_dead_lettered_total",
-            "malformed events sent to the dead-letter topic",
+            "malformed events skipped (the feature ingester dead-letters each one)",
             registry=registry,
         )
         self.batch_seconds = Histogram(

@@ -1,0 +1,211 @@
+"""Bad input at the ingest edge, on a real broker into SQLite and PostgreSQL: events the codec
+once accepted but the store refuses, future-dated events, a row the database refuses. Each is
+dead-lettered once with its reason, the rest is applied, and ingest commits past it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from feature_helpers import libpq_dsn
+from kafka_support import committed_offset, dead_letter_reasons, read_all, send_raw
+from sqlalchemy import text
+
+from freshrank.core.codec import EventType, InteractionEvent, make_event
+from freshrank.core.kafka import EventProducer, ensure_topics
+from freshrank.embedded import EmbeddedBroker, free_port
+from freshrank.feature.service import FeatureService
+from freshrank.feature.settings import FeatureSettings
+
+pytestmark = pytest.mark.integration
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _events(count: int, *, start_ms: int, prefix: str = "g") -> list[InteractionEvent]:
+    return [
+        make_event(
+            event_id=f"{prefix}{i}",
+            user_id=f"u{i % 5}",
+            item_id=f"i{i % 7}",
+            type=EventType.CLICK,
+            timestamp_ms=start_ms + i * 10,
+        )
+        for i in range(count)
+    ]
+
+
+def _raw(**fields: object) -> bytes:
+    """An event's bytes as a producer without the contract (an older codec) would send."""
+    values: dict[str, object] = {
+        "event_id": "bad",
+        "user_id": "u0",
+        "item_id": "i0",
+        "type": EventType.CLICK,
+        "timestamp_ms": _now_ms(),
+    }
+    values.update(fields)
+    return InteractionEvent(**values).SerializeToString()  # type: ignore[arg-type]
+
+
+def _produce(broker: EmbeddedBroker, topic: str, events: list[InteractionEvent]) -> None:
+    producer = EventProducer(broker.bootstrap, topic)
+    for e in events:
+        producer.send(e)
+    producer.flush()
+
+
+async def _eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError("condition not reached")
+
+
+@pytest.fixture
+async def service(
+    broker: EmbeddedBroker, unique_name: str, feature_settings: FeatureSettings
+) -> AsyncIterator[FeatureService]:
+    settings = dataclasses.replace(
+        feature_settings,
+        name=unique_name,
+        bootstrap_servers=broker.bootstrap,
+        port=free_port(),
+        ingest_batch=100,
+        processed_retention_s=3600.0,
+    )
+    ensure_topics(broker.bootstrap, [settings.events_topic, settings.dlq_topic])
+    running = FeatureService(settings)
+    await running.start()
+    assert running.ingester is not None
+    running.ingester.prune_interval_s = 0.0  # prune after every batch: any clock jump shows
+    yield running
+    await running.stop()
+
+
+async def _committed_to_end(service: FeatureService, broker: EmbeddedBroker, end: int) -> None:
+    """Wait until the group's committed offset is ``end`` (ingest moved past everything)."""
+    s = service.settings
+
+    async def at_end() -> bool:
+        committed = await asyncio.to_thread(
+            committed_offset, broker.bootstrap, s.consumer_group, s.events_topic
+        )
+        return committed == end
+
+    await _eventually(at_end)
+
+
+async def test_events_postgresql_refused_are_dead_lettered_once_and_ingest_moves_on(
+    broker: EmbeddedBroker, service: FeatureService
+) -> None:
+    # Each of these stopped PostgreSQL ingest for good (DataError retried as an outage).
+    s, store = service.settings, service.store
+    assert store is not None
+    start = _now_ms() - 60_000
+    _produce(broker, s.events_topic, _events(50, start_ms=start))
+    bad = {
+        "long user_id": _raw(event_id="b1", user_id="u" * 301),
+        "NUL in item_id": _raw(event_id="b2", item_id="item\x00one"),
+        "microseconds": _raw(event_id="b3", timestamp_ms=_now_ms() * 1000),
+    }
+    send_raw(broker.bootstrap, s.events_topic, list(bad.values()))
+    _produce(broker, s.events_topic, _events(50, start_ms=start + 500, prefix="h"))
+
+    await _committed_to_end(service, broker, 103)
+    assert (await store.counts())["processed"] == 100
+    reasons = dead_letter_reasons(read_all(broker.bootstrap, s.dlq_topic, 3))
+    assert sorted(reasons) == [f"{s.events_topic}:0:{offset}" for offset in (50, 51, 52)]
+    assert "user_id is 301 bytes" in reasons[f"{s.events_topic}:0:50"]
+    assert "item_id contains a control character" in reasons[f"{s.events_topic}:0:51"]
+    assert "microseconds instead of milliseconds" in reasons[f"{s.events_topic}:0:52"]
+    ready = await _get(service, "/readyz")
+    assert ready[0] == 200, ready
+
+
+async def _get(service: FeatureService, path: str) -> tuple[int, object]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{service.settings.port}{path}") as response,
+    ):
+        return response.status, await response.json()
+
+
+async def test_future_dated_events_move_neither_clock_popularity_nor_pruning(
+    broker: EmbeddedBroker, service: FeatureService
+) -> None:
+    s, store = service.settings, service.store
+    assert store is not None
+    stream = _events(100, start_ms=_now_ms() - 5_000)
+    _produce(broker, s.events_topic, stream)
+    await _committed_to_end(service, broker, 100)
+    clock = store.clock_ms
+    assert clock == stream[-1].timestamp_ms
+
+    # Microseconds and a clock hours ahead: the contract rejects both at the edge. A producer
+    # clock 30 minutes ahead is within the window: taken as happening when it was recorded.
+    send_raw(
+        broker.bootstrap,
+        s.events_topic,
+        [
+            _raw(event_id="f1", item_id="hijack", timestamp_ms=_now_ms() * 1000),
+            _raw(event_id="f2", item_id="hijack", timestamp_ms=_now_ms() + 5 * 3_600_000),
+        ],
+    )
+    skewed = _now_ms() + 30 * 60_000
+    send_raw(broker.bootstrap, s.events_topic, [_raw(event_id="f3", timestamp_ms=skewed)])
+    await _committed_to_end(service, broker, 103)
+
+    assert clock <= store.clock_ms <= _now_ms()  # at most the record's time: not 30 min ahead
+    assert await store.load_clock() <= _now_ms()
+    async with store.engine.connect() as connection:
+        latest = (
+            await connection.execute(text("SELECT MAX(updated_ms) FROM feature_items"))
+        ).scalar()
+    assert latest is not None
+    assert latest < skewed
+    assert (await store.counts())["processed"] == 101  # nothing pruned by a jump of the clock
+    assert service.ingester is not None
+    assert service.ingester.pruned == 0
+    status, body = await _get(service, "/v1/items:popular?k=3")
+    assert status == 200, body
+    assert "hijack" not in str(body)
+    assert len(dead_letter_reasons(read_all(broker.bootstrap, s.dlq_topic, 2))) == 2
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_row_the_database_refuses_is_isolated_dead_lettered_and_passed(
+    broker: EmbeddedBroker, service: FeatureService, postgres_url: str
+) -> None:
+    # A verdict only the database has (a constraint the codec knows nothing of): the batch is
+    # bisected, the refused event dead-lettered with the database's reason, the rest applied.
+    s, store = service.settings, service.store
+    assert store is not None
+    import psycopg
+
+    with psycopg.connect(libpq_dsn(postgres_url), autocommit=True) as admin:
+        admin.execute(
+            f'ALTER TABLE "{s.db_schema}".feature_users'
+            " ADD CONSTRAINT no_mallory CHECK (user_id <> 'mallory')"
+        )
+    events = _events(60, start_ms=_now_ms() - 60_000)
+    refused = make_event(
+        event_id="m1", user_id="mallory", item_id="i1", type=EventType.VIEW,
+        timestamp_ms=events[30].timestamp_ms,
+    )  # fmt: skip
+    _produce(broker, s.events_topic, [*events[:30], refused, *events[30:]])
+    await _committed_to_end(service, broker, 61)
+    assert (await store.counts())["processed"] == 60
+    reasons = dead_letter_reasons(read_all(broker.bootstrap, s.dlq_topic, 1))
+    assert list(reasons) == [f"{s.events_topic}:0:30"]
+    assert "feature store refused the event: CheckViolation" in reasons[f"{s.events_topic}:0:30"]
+    assert service.ingester is not None
+    assert service.ingester.refused == 1
