@@ -73,3 +73,26 @@ def test_gate_compares_candidate_with_served_version_on_the_same_stream() -> Non
     # Drift: both fall, the candidate falls less -> export.
     gate.observe(candidate=0.20, candidate_events=128, served=0.10, served_events=128)
     assert gate.verdict(1000, 0.2).ok
+
+
+def test_stale_temporaries_of_killed_writers_are_removed(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    store.save(_checkpoint(3))
+    for pid in (1, 7, 12345):  # in a container the pid repeats: nothing else would remove them
+        (tmp_path / f".{CHECKPOINT_FILE}.tmp-{pid}").write_bytes(b"x" * 1000)
+    removed = store.remove_stale_temporaries()
+    assert len(removed) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_FILE]
+    loaded = store.load()
+    assert loaded is not None
+    assert loaded.offsets[("t.events", 0)] == 3
+
+
+def test_dedupe_window_is_part_of_the_checkpoint(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    checkpoint = _checkpoint(2)
+    checkpoint.dedupe = b"\x01" * 32
+    store.save(checkpoint)
+    loaded = store.load()
+    assert loaded is not None
+    assert loaded.dedupe == b"\x01" * 32

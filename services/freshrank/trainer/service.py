@@ -35,12 +35,16 @@ def build_trainer(
 ) -> TrainerLoop:
     metrics = TrainerMetrics(registry)
     triton = TritonControl(settings.triton_host_port) if settings.triton_url else None
+    repository = ModelRepository(
+        Path(settings.model_repository), settings.triton_model, manifest_keep=settings.manifest_keep
+    )
     exporter = Exporter(
-        ModelRepository(Path(settings.model_repository), settings.triton_model),
+        repository,
         triton,
         metrics,
         keep_versions=settings.keep_versions,
         ready_timeout_s=settings.ready_timeout_s,
+        watch_s=settings.watch_s,
     )
     return TrainerLoop(
         settings,
@@ -85,10 +89,11 @@ async def run_service(
     try:
         await trainer.restore()
         restored = True
-        resume = asyncio.ensure_future(exporter.resume()) if exporter else None
+        # From the start: Triton may hold nothing (it restarted) while the stream is quiet.
+        watchdog = asyncio.ensure_future(exporter.watch(stop)) if exporter else None
         await trainer.run(stop)
-        if resume is not None:
-            await resume
+        if watchdog is not None:
+            await watchdog
     finally:
         if exporter is not None:
             await exporter.close()
