@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from prometheus_client import CollectorRegistry
+from trainer_support import SMALL_MODEL
 
 from freshrank.trainer.checkpoint import CHECKPOINT_FILE, Checkpoint, CheckpointStore
 from freshrank.trainer.gate import QualityGate
+from freshrank.trainer.learning import build_learner
+from freshrank.trainer.loop import TrainerLoop
+from freshrank.trainer.metrics import TrainerMetrics
+from freshrank.trainer.settings import TrainerSettings
 
 
 def _checkpoint(offset: int) -> Checkpoint:
@@ -96,3 +103,29 @@ def test_dedupe_window_is_part_of_the_checkpoint(tmp_path: Path) -> None:
     loaded = store.load()
     assert loaded is not None
     assert loaded.dedupe == b"\x01" * 32
+
+
+def test_checkpoint_cadence_stretches_with_the_cost_of_a_checkpoint(tmp_path: Path) -> None:
+    """A big state is written proportionally less often: at most ``checkpoint_time_share``
+    of the time goes to checkpoints (0.1: a 3 s checkpoint at most every 30 s)."""
+    settings = TrainerSettings(
+        checkpoint_dir=str(tmp_path),
+        checkpoint_interval_s=1.0,
+        checkpoint_time_share=0.1,
+        device="cpu",
+        **SMALL_MODEL,
+    )
+    loop = TrainerLoop(
+        settings,
+        build_learner(settings),
+        CheckpointStore(tmp_path),
+        TrainerMetrics(CollectorRegistry()),
+    )
+    now = time.monotonic()
+    loop._last_checkpoint = now - 2.0
+    loop._checkpoint_cost_s = 0.01  # small state: the configured interval rules
+    assert loop._checkpoint_due()
+    loop._checkpoint_cost_s = 3.0  # large state: every 30 s, not every second
+    assert not loop._checkpoint_due()
+    loop._last_checkpoint = now - 31.0
+    assert loop._checkpoint_due()
