@@ -49,7 +49,9 @@ def test_window_drops_repeats_within_and_across_batches_and_forgets_the_oldest()
 
 def test_window_state_round_trips_and_is_bounded_by_count_not_id_length() -> None:
     window = DedupeWindow(100)
-    window.fresh([_event("x" * 200_000), *(_event(f"e{i}") for i in range(150))])
+    # Built directly: make_event would refuse an id the input contract refuses.
+    huge = InteractionEvent(event_id="x" * 200_000, user_id="u1", item_id="i1")
+    window.fresh([huge, *(_event(f"e{i}") for i in range(150))])
     state = window.state()
     assert len(state) == 100 * DIGEST_BYTES  # 200 KB ids cost 16 bytes each
     restored = DedupeWindow(10)
