@@ -8,6 +8,7 @@ is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -92,8 +93,10 @@ async def run_service(
         # From the start: Triton may hold nothing (it restarted) while the stream is quiet.
         watchdog = asyncio.ensure_future(exporter.watch(stop)) if exporter else None
         await trainer.run(stop)
-        if watchdog is not None:
-            await watchdog
+        if watchdog is not None:  # stop at once, even mid-load: the checkpoint is written
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
     finally:
         if exporter is not None:
             await exporter.close()
