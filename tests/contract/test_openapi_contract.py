@@ -144,12 +144,19 @@ def _schemathesis(base_url: str, report: Path) -> subprocess.CompletedProcess[st
         "--workers=1",
         "--request-timeout=10",
         "--suppress-health-check=too_slow",
+        "--generation-database=none",  # nothing written into the checkout
         "--report=ndjson",
         f"--report-dir={report}",
         "--output-truncate=false",
     ]
+    report.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
-        command, capture_output=True, text=True, timeout=240, env={**os.environ, "NO_COLOR": "1"}
+        command,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "NO_COLOR": "1"},
+        cwd=report,  # its cache (.schemathesis/) lands there, not in the checkout
     )
 
 
