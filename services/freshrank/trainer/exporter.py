@@ -149,6 +149,7 @@ class Exporter:
         except Exception as exc:  # unreachable (restarting): nothing is served right now
             log.debug("Triton not reachable: %s", exc)
             return 0
+        self._set_served(0)  # true while the load runs (a model load can take seconds)
         log.warning("Triton does not serve the latest good version: loading it",
                     extra={"version": version})  # fmt: skip
         try:
