@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from confluent_kafka import Message
 from opentelemetry import trace
@@ -17,6 +19,7 @@ from freshrank.core.kafka import (
     decode_batch,
     ensure_topics,
     next_offsets,
+    producer_config,
 )
 from freshrank.core.telemetry import context_from_headers
 from freshrank.embedded import EmbeddedBroker
@@ -124,3 +127,26 @@ async def test_trace_context_travels_in_headers(
     await consumer.close()
     remote = trace.get_current_span(context_from_headers(message.headers())).get_span_context()
     assert remote.trace_id == trace_id
+
+
+def test_producers_are_idempotent_and_the_embedded_broker_grants_a_producer_id(
+    broker: EmbeddedBroker, unique_name: str
+) -> None:
+    """Retries cannot write a batch twice: librdkafka gets a producer id (InitProducerId)."""
+    topic = f"{unique_name}.events"
+    ensure_topics(broker.bootstrap, [topic])
+    assert producer_config(broker.bootstrap)["enable.idempotence"] is True
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    rdkafka_log = logging.getLogger(f"rdkafka.{unique_name}")
+    rdkafka_log.setLevel(logging.DEBUG)
+    rdkafka_log.addHandler(Capture())
+    producer = EventProducer(broker.bootstrap, topic, debug="eos", logger=rdkafka_log)
+    for event in _events(20):
+        producer.send(event)
+    producer.flush()
+    assert any("Acquired PID" in line for line in lines), lines[-20:]

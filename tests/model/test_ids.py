@@ -1,6 +1,8 @@
+import json
+
 import numpy as np
 
-from freshrank.model.ids import PADDING_ROW, IdMap
+from freshrank.model.ids import MAX_ID_BYTES, PADDING_ROW, IdMap
 
 
 def test_every_active_id_owns_its_own_row() -> None:
@@ -35,3 +37,16 @@ def test_state_dict_round_trip_assigns_the_same_rows_after_evictions() -> None:
     new = [f"c{i}" for i in range(5)]
     assert resumed.assign(new)[0].tolist() == table.assign(new)[0].tolist()
     assert resumed.to_json() == table.to_json()
+
+
+def test_an_id_over_the_byte_limit_is_never_stored_and_maps_to_the_cold_start_row() -> None:
+    table = IdMap(11)
+    huge, at_limit = "x" * 200_000, "é" * (MAX_ID_BYTES // 2)  # 2 bytes per character
+    rows, evicted = table.assign([huge, at_limit, huge])
+    assert evicted == []
+    assert rows.tolist()[0] == rows.tolist()[2] == PADDING_ROW
+    assert rows.tolist()[1] != PADDING_ROW
+    assert table.oversized == 2
+    assert len(table) == 1
+    assert table.row(huge) == PADDING_ROW
+    assert huge not in json.dumps(table.to_json())

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from prometheus_client import CollectorRegistry
+from trainer_support import SMALL_MODEL
 
 from freshrank.trainer.checkpoint import CHECKPOINT_FILE, Checkpoint, CheckpointStore
 from freshrank.trainer.gate import QualityGate
+from freshrank.trainer.learning import build_learner
+from freshrank.trainer.loop import TrainerLoop
+from freshrank.trainer.metrics import TrainerMetrics
+from freshrank.trainer.settings import TrainerSettings
 
 
 def _checkpoint(offset: int) -> Checkpoint:
@@ -73,3 +80,52 @@ def test_gate_compares_candidate_with_served_version_on_the_same_stream() -> Non
     # Drift: both fall, the candidate falls less -> export.
     gate.observe(candidate=0.20, candidate_events=128, served=0.10, served_events=128)
     assert gate.verdict(1000, 0.2).ok
+
+
+def test_stale_temporaries_of_killed_writers_are_removed(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    store.save(_checkpoint(3))
+    for pid in (1, 7, 12345):  # in a container the pid repeats: nothing else would remove them
+        (tmp_path / f".{CHECKPOINT_FILE}.tmp-{pid}").write_bytes(b"x" * 1000)
+    removed = store.remove_stale_temporaries()
+    assert len(removed) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_FILE]
+    loaded = store.load()
+    assert loaded is not None
+    assert loaded.offsets[("t.events", 0)] == 3
+
+
+def test_dedupe_window_is_part_of_the_checkpoint(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    checkpoint = _checkpoint(2)
+    checkpoint.dedupe = b"\x01" * 32
+    store.save(checkpoint)
+    loaded = store.load()
+    assert loaded is not None
+    assert loaded.dedupe == b"\x01" * 32
+
+
+def test_checkpoint_cadence_stretches_with_the_cost_of_a_checkpoint(tmp_path: Path) -> None:
+    """A big state is written proportionally less often: at most ``checkpoint_time_share``
+    of the time goes to checkpoints (0.1: a 3 s checkpoint at most every 30 s)."""
+    settings = TrainerSettings(
+        checkpoint_dir=str(tmp_path),
+        checkpoint_interval_s=1.0,
+        checkpoint_time_share=0.1,
+        device="cpu",
+        **SMALL_MODEL,
+    )
+    loop = TrainerLoop(
+        settings,
+        build_learner(settings),
+        CheckpointStore(tmp_path),
+        TrainerMetrics(CollectorRegistry()),
+    )
+    now = time.monotonic()
+    loop._last_checkpoint = now - 2.0
+    loop._checkpoint_cost_s = 0.01  # small state: the configured interval rules
+    assert loop._checkpoint_due()
+    loop._checkpoint_cost_s = 3.0  # large state: every 30 s, not every second
+    assert not loop._checkpoint_due()
+    loop._last_checkpoint = now - 31.0
+    assert loop._checkpoint_due()

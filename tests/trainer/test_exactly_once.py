@@ -3,7 +3,8 @@
 The trainer runs as a real subprocess against the real broker and keeps a debug ledger of the
 event ids it trained on inside its checkpoint. After several SIGKILLs and restarts, and a final
 graceful stop, the ledger in the surviving checkpoint must be exactly the produced events: each
-once, in per-user (per-partition) order.
+once, in per-user (per-partition) order, although a retrying producer wrote some of them at two
+offsets (the de-duplication window is in the checkpoint, so it survives the kills too).
 """
 
 from __future__ import annotations
@@ -25,23 +26,63 @@ from freshrank.core.codec import InteractionEvent
 from freshrank.core.kafka import EventProducer, ensure_topics
 from freshrank.embedded import EmbeddedBroker
 from freshrank.sim import SyntheticConfig, SyntheticStream
-from freshrank.trainer.checkpoint import Checkpoint, CheckpointStore
+from freshrank.trainer.checkpoint import CheckpointStore
 
 pytestmark = pytest.mark.integration
 EVENTS = 2000
 RATE = 50.0  # events/s: the stream is still arriving while the trainer is killed
 KILLS = 3
+REPEAT_EVERY, REPEAT_AFTER = 97, 40  # producer retries: an event written again 40 later
+GARBAGE_EVERY = 700
+STALL_S = 180.0  # no progress for this long fails the test (progress, not the clock, decides)
 
 
-def _produce_slowly(broker: EmbeddedBroker, topic: str, events: list[InteractionEvent]) -> None:
+class Gate:
+    """How many stream messages the producer may send so far: the test releases the stream
+    chunk by chunk, one per trainer run, so a slow machine cannot end the stream before the
+    kills (waits follow progress, never a wall-clock budget)."""
+
+    def __init__(self) -> None:
+        self._limit = 0
+        self._changed = threading.Condition()
+
+    def release(self, limit: int) -> None:
+        with self._changed:
+            self._limit = max(self._limit, limit)
+            self._changed.notify_all()
+
+    def wait_for(self, index: int) -> bool:
+        """Block until message ``index`` may be sent; True when that meant waiting."""
+        with self._changed:
+            if index < self._limit:
+                return False
+            self._changed.wait_for(lambda: index < self._limit)
+            return True
+
+
+def _with_retries(events: list[InteractionEvent]) -> list[InteractionEvent]:
+    """The stream as a retrying producer writes it: some events at two offsets."""
+    stream: list[InteractionEvent] = []
+    for index, event in enumerate(events):
+        stream.append(event)
+        if index >= REPEAT_AFTER and (index - REPEAT_AFTER) % REPEAT_EVERY == 0:
+            stream.append(events[index - REPEAT_AFTER])
+    return stream
+
+
+def _produce(
+    broker: EmbeddedBroker, topic: str, stream: list[InteractionEvent], gate: Gate
+) -> None:
     producer = EventProducer(broker.bootstrap, topic)
     start = time.monotonic()
-    for index, event in enumerate(events):
+    for index, event in enumerate(stream):
+        if gate.wait_for(index):
+            start = time.monotonic() - index / RATE  # resume at RATE, no burst
         ahead = index / RATE - (time.monotonic() - start)
         if ahead > 0:
             time.sleep(ahead)
         producer.send(event)
-        if index % 700 == 0:
+        if index % GARBAGE_EVERY == 0:
             producer.send_raw(b"\xff\xfe not an event", key=event.user_id)
     producer.flush()
 
@@ -56,26 +97,30 @@ def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _load(store: CheckpointStore) -> Checkpoint | None:
+def _trained(store: CheckpointStore) -> int:
+    """Events in the durable ledger (0 before the first checkpoint or mid-replace)."""
     try:
-        return store.load()
-    except FileNotFoundError:
-        return None
+        checkpoint = store.load()
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return 0
+    return len(checkpoint.ledger or []) if checkpoint else 0
 
 
-def _wait_for_progress(
-    store: CheckpointStore, since: float, proc: subprocess.Popen[bytes], producing: threading.Thread
-) -> bool:
-    """Until the restarted trainer has written a checkpoint of its own (False: stream ended)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "trainer exited on its own"
-        if store.path.exists() and store.path.stat().st_mtime > since:
-            return True
-        if not producing.is_alive():
-            return False
-        time.sleep(0.05)
-    raise TimeoutError("trainer made no progress")
+def _wait_for_growth(
+    store: CheckpointStore, beyond: int, proc: subprocess.Popen[bytes], log: Path
+) -> int:
+    """Until the checkpoint's ledger holds more than ``beyond`` events; fails on a stall."""
+    last_growth, last = time.monotonic(), _trained(store)
+    while True:
+        assert proc.poll() is None, "trainer exited on its own:\n" + log.read_text()[-3000:]
+        trained = _trained(store)
+        if trained > beyond:
+            return trained
+        if trained != last:
+            last_growth, last = time.monotonic(), trained
+        if time.monotonic() - last_growth > STALL_S:
+            raise TimeoutError(f"no progress beyond {beyond} in {STALL_S}s")
+        time.sleep(0.1)
 
 
 def test_sigkill_at_random_points_trains_every_event_exactly_once(
@@ -94,46 +139,44 @@ def test_sigkill_at_random_points_trains_every_event_exactly_once(
     ensure_topics(broker.bootstrap, [settings.events_topic, settings.dlq_topic], partitions=2)
     config = SyntheticConfig(users=100, items=80, events=EVENTS, seed=3)
     events = list(SyntheticStream(config).events())
+    stream = _with_retries(events)
+    gate = Gate()
     producer = threading.Thread(
-        target=_produce_slowly, args=(broker, settings.events_topic, events)
+        target=_produce, args=(broker, settings.events_topic, stream, gate), daemon=True
     )
     producer.start()
     store = CheckpointStore(Path(settings.checkpoint_dir))
     log = tmp_path / "trainer.log"
     chooser = random.Random(20261123)
+    chunk = len(stream) // (KILLS + 1)
     kills: list[int] = []
+    proc: subprocess.Popen[bytes] | None = None
     try:
-        for _ in range(KILLS):
-            started = time.time()
+        for round_ in range(KILLS):
+            gate.release((round_ + 1) * chunk)  # this run has a stream to train on
             proc = _start(env, log)
-            if not _wait_for_progress(store, started, proc, producer):
-                break  # the machine is slow today: the stream ended before this kill
+            _wait_for_growth(store, kills[-1] if kills else 0, proc, log)
             time.sleep(chooser.uniform(0.0, 0.8))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            checkpoint = _load(store)
-            kills.append(len(checkpoint.ledger or []) if checkpoint else 0)
-        producer.join()
-        if proc.poll() is not None:
-            proc = _start(env, log)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            checkpoint = _load(store)
-            if checkpoint is not None and len(checkpoint.ledger or []) >= EVENTS:
-                break
-            assert proc.poll() is None, log.read_text()[-3000:]
-            time.sleep(0.2)
+            kills.append(_trained(store))
+        gate.release(len(stream))
+        proc = _start(env, log)
+        trained = kills[-1]
+        while trained < EVENTS:
+            trained = _wait_for_growth(store, trained, proc, log)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0, log.read_text()[-3000:]
+        assert proc.wait(60) == 0, log.read_text()[-3000:]
     finally:
-        producer.join()
-        if proc.poll() is None:
+        gate.release(len(stream))
+        producer.join(120)
+        if proc is not None and proc.poll() is None:
             proc.kill()
 
     checkpoint = store.load()
     assert checkpoint is not None
     ledger = checkpoint.ledger or []
-    assert len(kills) >= 2, kills
+    assert len(kills) == KILLS, kills
     assert kills == sorted(kills), kills
     assert kills[0] > 0, kills
     assert kills[-1] < EVENTS, kills
@@ -142,11 +185,13 @@ def test_sigkill_at_random_points_trains_every_event_exactly_once(
     assert checkpoint.learner["events_trained"] == EVENTS
     # Per user (one key -> one partition) the training order is the produced order.
     produced: dict[str, list[str]] = defaultdict(list)
-    trained: dict[str, list[str]] = defaultdict(list)
+    trained_order: dict[str, list[str]] = defaultdict(list)
     by_id = {e.event_id: e for e in events}
     for event in events:
         produced[event.user_id].append(event.event_id)
     for event_id in ledger:
-        trained[by_id[event_id].user_id].append(event_id)
-    assert trained == produced
-    assert sum(checkpoint.offsets.values()) == EVENTS + len(range(0, EVENTS, 700))
+        trained_order[by_id[event_id].user_id].append(event_id)
+    assert trained_order == produced
+    garbage = len(range(0, len(stream), GARBAGE_EVERY))
+    assert len(stream) > EVENTS  # the retries really wrote events twice
+    assert sum(checkpoint.offsets.values()) == len(stream) + garbage

@@ -122,7 +122,12 @@ async def _error_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
-        return json_error(exc.status, exc.reason)
+        response = json_error(exc.status, exc.reason)
+        # Keep what the error says beyond its body: Allow on a 405, Retry-After...
+        for name, value in exc.headers.items():
+            if name.lower() not in {"content-type", "content-length"}:
+                response.headers.add(name, value)
+        return response
     except asyncio.CancelledError:
         raise
     except Exception:

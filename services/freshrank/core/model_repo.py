@@ -3,16 +3,18 @@
 ```
 <root>/<name>-ranker/config.pbtxt              production: pytorch_libtorch, dynamic batching
 <root>/<name>-ranker/configs/python.pbtxt      embedded: Python backend serving the same model.pt
-<root>/<name>-ranker/manifest.json             one ExportRecord per version, newest last
+<root>/<name>-ranker/manifest.json             the last ``manifest_keep`` ExportRecords, newest last
 <root>/<name>-ranker/<version>/model.pt        TorchScript
 <root>/<name>-ranker/<version>/model.py        Python-backend loader (ignored by libtorch)
 <root>/<name>-ranker/<version>/ids.json        ID -> embedding-row maps of this version
 ```
 
 A version directory is assembled under a dot-prefixed temporary name and renamed into place,
-so Triton and the ranking service never see a partial model. Model I/O (every architecture):
-``user_row`` INT64 [1], ``history_rows`` INT64 [H] (0 = padding), ``candidate_rows`` INT64 [C]
--> ``scores`` FP32 [C]; the first dimension is the batch.
+so Triton and the ranking service never see a partial model. A version is *good* once its
+record is in the manifest: the record is written only after Triton reported it READY.
+Model I/O (every architecture): ``user_row`` INT64 [1], ``history_rows`` INT64 [H]
+(0 = padding), ``candidate_rows`` INT64 [C] -> ``scores`` FP32 [C]; the first dimension is
+the batch.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from typing import Any
 __all__ = [
     "IDS_FILE",
     "INPUTS",
+    "MANIFEST_FILE",
+    "MANIFEST_KEEP",
     "MODEL_FILE",
     "OUTPUT",
     "ExportRecord",
@@ -44,6 +48,7 @@ PYTHON_CONFIG = "python"  # --model-config-name for the embedded Triton
 INPUTS = ("user_row", "history_rows", "candidate_rows")
 OUTPUT = "scores"
 MAX_BATCH_SIZE = 64
+MANIFEST_KEEP = 100
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -94,12 +99,17 @@ def render_config(model_name: str, *, backend: str) -> str:
 
 
 class ModelRepository:
-    """One model's directory in a Triton model repository."""
+    """One model's directory in a Triton model repository.
 
-    def __init__(self, root: Path, model_name: str) -> None:
+    ``manifest_keep`` bounds the manifest: the newest records are kept (at least as many as
+    versions kept on disk), older ones dropped, so it does not grow with every export.
+    """
+
+    def __init__(self, root: Path, model_name: str, *, manifest_keep: int = MANIFEST_KEEP) -> None:
         self.root = root
         self.model_name = model_name
         self.model_dir = root / model_name
+        self.manifest_keep = manifest_keep
 
     def versions(self) -> list[int]:
         if not self.model_dir.is_dir():
@@ -121,6 +131,25 @@ class ModelRepository:
 
     def record(self, version: int) -> ExportRecord | None:
         return next((r for r in self.manifest() if r.version == version), None)
+
+    def latest_good_version(self) -> int | None:
+        """The newest version on disk with a manifest record (it was READY on Triton once)."""
+        recorded = {r.version for r in self.manifest()}
+        good = [v for v in self.versions() if v in recorded]
+        return good[-1] if good else None
+
+    def remove_stale_temporaries(self) -> list[str]:
+        """What a writer killed mid-export left (call at start, with no writer running):
+        half-assembled ``.tmp-*`` directories, and versions newer than the newest good one
+        (renamed into place, never READY: Triton must not load them as "latest")."""
+        if not self.model_dir.is_dir():
+            return []
+        removed = [p for p in self.model_dir.glob(".tmp-*") if p.is_dir()]
+        good = self.latest_good_version() or 0
+        removed += [self.version_dir(v) for v in self.versions() if v > good]
+        for path in removed:
+            shutil.rmtree(path, ignore_errors=True)
+        return [p.name for p in removed]
 
     def write_version(
         self, populate: Callable[[Path], None], record: Callable[[int], ExportRecord]
@@ -169,6 +198,7 @@ class ModelRepository:
     def _append_manifest(self, entry: ExportRecord) -> None:
         exports = [dataclasses.asdict(r) for r in self.manifest()]
         exports.append(dataclasses.asdict(entry))
+        exports = exports[-max(1, self.manifest_keep) :]
         _atomic_write(self.model_dir / MANIFEST_FILE, json.dumps({"exports": exports}, indent=1))
 
 

@@ -6,7 +6,7 @@ Each starts on free loopback ports, is readiness-checked, and dies with its pare
 
 from freshrank.embedded.broker import EmbeddedBroker
 from freshrank.embedded.postgres import EmbeddedPostgres
-from freshrank.embedded.process import ManagedProcess, free_port
+from freshrank.embedded.process import ManagedProcess, Supervisor, free_port
 from freshrank.embedded.triton import EmbeddedTriton
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "EmbeddedPostgres",
     "EmbeddedTriton",
     "ManagedProcess",
+    "Supervisor",
     "free_port",
 ]

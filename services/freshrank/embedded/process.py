@@ -5,11 +5,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +26,7 @@ __all__ = [
     "EmbeddedComponent",
     "ManagedProcess",
     "StartStop",
+    "Supervisor",
     "free_port",
     "http_ok",
     "wait_until",
@@ -151,7 +154,22 @@ class ManagedProcess(StartStop):
         log.info("started", extra={"component": self.name, "pid": self._proc.pid})
 
     def alive(self) -> bool:
+        """Running (polling also reaps an exited process: no zombie stays behind)."""
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc is not None else None
+
+    def reap(self) -> None:
+        """After the process exited: kill what is left of its group (e.g. Triton's Python
+        stubs) and wait for it; ``start`` may then run it again."""
+        proc = self._proc
+        if proc is None or proc.poll() is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -215,6 +233,97 @@ class EmbeddedComponent(StartStop):
 
     def stop(self) -> None:
         self.process.stop()
+
+
+@dataclasses.dataclass
+class _Watch:
+    """What the supervisor knows of one process."""
+
+    process: ManagedProcess
+    crashes: int = 0  # consecutive, reset once the process has run ``stable_s``
+    started_at: float = dataclasses.field(default_factory=time.monotonic)
+    restart_at: float | None = None  # set while a crashed process waits out its backoff
+
+
+class Supervisor:
+    """Restarts crashed processes with exponential backoff, as the kubelet restarts pods.
+
+    A poll every ``interval`` reaps an exited process (no zombie is left behind), kills what
+    is left of its process group (e.g. Triton's Python stubs), and starts it again with the
+    same command, ports and environment after ``backoff_s * 2**(crashes - 1)`` seconds, at
+    most ``max_backoff_s``. A process that stayed up ``stable_s`` starts again from the
+    shortest backoff. ``restarts`` counts restarts by process name.
+
+    Restarted processes are children of the supervisor's thread, and ``PR_SET_PDEATHSIG``
+    fires when that thread ends: ``stop()`` therefore comes right before stopping them.
+    """
+
+    def __init__(
+        self,
+        *,
+        interval: float = 0.5,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        stable_s: float = 60.0,
+    ) -> None:
+        self.interval = interval
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.stable_s = stable_s
+        self.restarts: dict[str, int] = {}
+        self._watched: dict[str, _Watch] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, process: ManagedProcess) -> None:
+        with self._lock:
+            self._watched[process.name] = _Watch(process)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop supervising (before stopping the processes, or they would be restarted)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                for watch in self._watched.values():
+                    try:
+                        self._check(watch)
+                    except Exception:  # one failed restart must not end supervision
+                        log.exception("supervision failed", extra={"component": watch.process.name})
+
+    def _check(self, watch: _Watch) -> None:
+        process, now = watch.process, time.monotonic()
+        if watch.restart_at is None:
+            if process.alive():
+                if now - watch.started_at >= self.stable_s:
+                    watch.crashes = 0
+                return
+            watch.crashes += 1
+            delay = min(self.max_backoff_s, self.backoff_s * 2 ** (watch.crashes - 1))
+            watch.restart_at = now + delay
+            log.warning(
+                "process exited: restarting after backoff",
+                extra={
+                    "component": process.name,
+                    "returncode": process.returncode,
+                    "backoff_s": delay,
+                },
+            )
+            process.reap()
+        if now >= watch.restart_at:
+            process.start()
+            watch.restart_at, watch.started_at = None, now
+            self.restarts[process.name] = self.restarts.get(process.name, 0) + 1
 
 
 @atexit.register

@@ -46,7 +46,19 @@ def _error() -> dict[str, Any]:
 
 
 def _path_param(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    return {"name": name, "in": "path", "required": True, "schema": _ID}
+
+
+# An id as the service accepts it (the event contract's id rule): non-empty, at most
+# MAX_ID_LENGTH (256 bytes of UTF-8: characters for ASCII), no control characters.
+MAX_ID_LENGTH = 256
+_ID = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_ID_LENGTH,
+    "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$",
+    "description": f"at most {MAX_ID_LENGTH} bytes of UTF-8, no control characters",
+}
 
 
 _INT64 = {"type": "string", "format": "int64"}
@@ -54,7 +66,7 @@ _EVENT_TYPES = ["EVENT_TYPE_UNSPECIFIED", "VIEW", "CLICK", "ADD_TO_CART", "PURCH
 
 
 def openapi_spec(max_batch: int, max_k: int) -> dict[str, Any]:
-    ids = {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": max_batch}
+    ids = {"type": "array", "items": _ID, "minItems": 1, "maxItems": max_batch}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -149,6 +161,7 @@ def openapi_spec(max_batch: int, max_k: int) -> dict[str, Any]:
                 },
                 "BatchUserFeaturesRequest": {
                     "type": "object",
+                    "additionalProperties": False,
                     "required": ["user_ids"],
                     "properties": {"user_ids": ids},
                 },
@@ -158,6 +171,7 @@ def openapi_spec(max_batch: int, max_k: int) -> dict[str, Any]:
                 },
                 "BatchItemFeaturesRequest": {
                     "type": "object",
+                    "additionalProperties": False,
                     "required": ["item_ids"],
                     "properties": {"item_ids": ids},
                 },

@@ -4,6 +4,11 @@ Every active ID owns its row (no hashing, so no silent merges: Monolith's bar). 
 reserved for padding and unknown IDs, the cold-start path at serving time. When the table is
 full the least recently seen IDs are evicted in a small batch and their rows handed back to
 the trainer to re-initialise; evictions are counted and exported, never silent.
+
+Bounded: an ID longer than ``MAX_ID_BYTES`` (UTF-8) is never stored; it maps to row 0 like an
+unknown ID and is counted in ``oversized``. The input contract rejects such events before they
+reach a learner; this keeps one that slips through from living in the map and in every
+exported ``ids.json`` forever.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["PADDING_ROW", "IdMap"]
+__all__ = ["MAX_ID_BYTES", "PADDING_ROW", "IdMap"]
 
 PADDING_ROW = 0
+MAX_ID_BYTES = 256
 _EVICT_FRACTION = 0.01  # evict 1% at once so a full table does not scan per new ID
 
 
@@ -35,6 +41,7 @@ class IdMap:
         self._free: list[int] = list(range(capacity - 1, 0, -1))  # pop() gives 1, 2, ...
         self._clock = 0
         self.evictions = 0
+        self.oversized = 0  # new IDs over MAX_ID_BYTES, mapped to row 0 and not stored
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -65,7 +72,10 @@ class IdMap:
         evicted: list[int] = []
         for index, item_id in enumerate(ids):
             row = self._rows.get(item_id)
-            if row is None:
+            if row is None and _oversized(item_id):
+                self.oversized += 1
+                row = PADDING_ROW
+            elif row is None:
                 if not self._free:
                     evicted.extend(self._evict_oldest(protect=ids))
                 row = self._free.pop()
@@ -136,3 +146,10 @@ class IdMap:
     @classmethod
     def load(cls, path: Path) -> IdMap:
         return cls.from_json(json.loads(path.read_text()))
+
+
+def _oversized(item_id: str) -> bool:
+    # Cheap first: at most 4 UTF-8 bytes per character.
+    if len(item_id) * 4 <= MAX_ID_BYTES:
+        return False
+    return len(item_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES

@@ -200,6 +200,8 @@ class PrequentialLearner:
             "item_capacity": self.items.capacity,
             "user_evictions": self.users.evictions,
             "item_evictions": self.items.evictions,
+            "user_oversized": self.users.oversized,
+            "item_oversized": self.items.oversized,
             # Every active ID owns its row (IdMap is a dict, not a hash), so this is 0 by
             # construction; it is counted rather than asserted so a regression would show.
             "collisions": _collisions(self.users) + _collisions(self.items),

@@ -2,6 +2,8 @@
 
 Requests are validated here, once; a bad one gets 400 with the reason. The response format
 follows ``Accept`` when it names protobuf or JSON, else the request's ``Content-Type``.
+``openapi()`` states exactly these rules (types, bounds, lengths), so a request the schema
+accepts is one the server accepts.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from freshrank.v1 import ranking_pb2
 __all__ = ["PROTOBUF", "RankLimits", "add_routes", "openapi", "parse_json_query"]
 
 PROTOBUF = "application/x-protobuf"
+MAX_ID_LENGTH = 256  # characters, as the feature API; the event contract caps ids at 256 bytes
 RANKER_KEY = web.AppKey("ranker", Ranker)
 
 
@@ -64,6 +67,8 @@ async def _json_body(request: web.Request) -> Any:
         return json.loads(await request.read())
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # e.g. 100,000 nested arrays: the parser gives up, so do we
+        raise BadRequest("body is not valid JSON: nested too deeply") from None
 
 
 def _wants_protobuf(request: web.Request) -> bool:
@@ -84,13 +89,17 @@ def parse_json_query(body: Any, limits: RankLimits) -> RankQuery:
     k = body.get("k", 0)
     if k is None:
         k = 0
+    if isinstance(k, float) and k.is_integer():
+        k = int(k)  # JSON Schema (and so the OpenAPI document) counts 649.0 as an integer
     if not isinstance(k, int) or isinstance(k, bool):
         raise BadRequest("k must be an integer")
     candidates = body.get("candidates")
     if candidates is not None and not isinstance(candidates, list):
         raise BadRequest("candidates must be a list of item ids")
-    context = body.get("context") or {}
-    if not isinstance(context, dict):
+    context = body.get("context")
+    if context is None:
+        context = {}
+    if not isinstance(context, dict):  # 0, "" and [] are not an absent context
         raise BadRequest("context must be an object of strings")
     return _query(body.get("user_id"), k, candidates, context, limits)
 
@@ -113,6 +122,9 @@ def _query(
 ) -> RankQuery:
     if not isinstance(user_id, str) or not user_id:
         raise BadRequest("user_id must be a non-empty string")
+    if len(user_id) > MAX_ID_LENGTH:
+        raise BadRequest(f"user_id longer than {MAX_ID_LENGTH} characters")
+    _require_utf8(user_id, "user_id")
     if k < 0 or k > limits.max_k:
         raise BadRequest(
             f"k must be between 1 and {limits.max_k} (0 or absent: {limits.default_k})"
@@ -125,12 +137,24 @@ def _query(
         unique = dict.fromkeys(candidates)  # dedupe, keeping the caller's order
         if "" in unique:
             raise BadRequest("candidates must be non-empty strings")
+        if unique and max(map(len, unique)) > MAX_ID_LENGTH:
+            raise BadRequest(f"candidates longer than {MAX_ID_LENGTH} characters")
+        _require_utf8("".join(unique), "candidates")  # one C-level pass
         candidates = list(unique) or None  # [] means: retrieve
     if not all(isinstance(key, str) and isinstance(v, str) for key, v in context.items()):
         raise BadRequest("context must map strings to strings")
+    _require_utf8("".join(f"{key}{v}" for key, v in context.items()), "context")
     return RankQuery(
         user_id=user_id, k=k or limits.default_k, candidates=candidates, context=dict(context)
     )
+
+
+def _require_utf8(text: str, field: str) -> None:
+    """JSON may carry lone surrogates (``"\\ud800"``): no valid id, and no URL can hold one."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{field} must be valid Unicode (lone surrogate)") from None
 
 
 def _encode_json(ranking: Ranking) -> str:
@@ -213,20 +237,24 @@ def openapi(limits: RankLimits) -> dict[str, Any]:
                     "required": ["user_id"],
                     "additionalProperties": False,
                     "properties": {
-                        "user_id": {"type": "string", "minLength": 1},
+                        "user_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
                         "k": {
-                            "type": "integer",
+                            "type": ["integer", "null"],
                             "minimum": 0,
                             "maximum": limits.max_k,
                             "description": f"items to return; 0 or absent: {limits.default_k}",
                         },
                         "candidates": {
-                            "type": "array",
-                            "items": {"type": "string", "minLength": 1},
+                            "type": ["array", "null"],
+                            "items": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
                             "maxItems": limits.max_candidates,
                             "description": "items to rank; absent or empty: the server retrieves",
                         },
-                        "context": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "context": {
+                            "type": ["object", "null"],
+                            "additionalProperties": {"type": "string"},
+                            "description": "free-form string attributes; absent or null: none",
+                        },
                     },
                 },
                 "ScoredItem": scored_item,

@@ -1,4 +1,10 @@
-"""Start, watch and stop the whole local stack; nothing survives it (see ManagedProcess)."""
+"""Start, watch and stop the whole local stack; nothing survives it (see ManagedProcess).
+
+Supervised as Kubernetes would run it: a crashed Triton or service is reaped and restarted
+(same ports and settings) with exponential backoff (``Supervisor``). The broker is not: its
+memory storage would come back empty, behind every checkpointed offset; its death ends the
+stream, as losing a Kafka cluster's disks would.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,13 @@ import sys
 from pathlib import Path
 
 from freshrank.core.kafka import ensure_topics
-from freshrank.embedded import EmbeddedBroker, EmbeddedTriton, ManagedProcess, free_port
+from freshrank.embedded import (
+    EmbeddedBroker,
+    EmbeddedTriton,
+    ManagedProcess,
+    Supervisor,
+    free_port,
+)
 from freshrank.embedded.process import StartStop, http_ok
 
 __all__ = ["SERVICE_ROLES", "LocalStack", "StackConfig"]
@@ -44,6 +56,7 @@ class LocalStack(StartStop):
         self.triton = EmbeddedTriton(self.workdir, self.model_repository)
         self.ports = {"feature": free_port(), "trainer": free_port(), "ranking": free_port()}
         self.services: dict[str, ManagedProcess] = {}
+        self.supervisor = Supervisor()
 
     def url(self, role: str) -> str:
         return f"http://127.0.0.1:{self.ports[role]}"
@@ -90,6 +103,9 @@ class LocalStack(StartStop):
             self.triton.start()
             for role in self.config.services:
                 self._start_service(role)
+            for process in (self.triton.process, *self.services.values()):
+                self.supervisor.watch(process)
+            self.supervisor.start()
             self._write_state()
         except BaseException:
             self.stop()
@@ -120,6 +136,7 @@ class LocalStack(StartStop):
         (self.workdir / "stack.json").write_text(json.dumps(state, indent=2))
 
     def stop(self) -> None:
+        self.supervisor.stop()  # first: a stopped process must not be restarted
         for role in reversed(list(self.services)):
             self.services[role].stop()
         self.services.clear()

@@ -1,5 +1,8 @@
 """The trainer checkpoint: learner state and consumed offsets, saved together atomically.
 
+The same file carries the de-duplication window (``DedupeWindow``), so event ids trained
+before a crash are still recognised after it.
+
 The learner state (model, optimizers, ID maps, histories, replay buffer, RNG) and the Kafka
 offsets it corresponds to live in one file, so a restart resumes exactly where the durable
 state ends: events after the offsets are trained again on the state that never saw them,
@@ -35,6 +38,7 @@ class Checkpoint:
     offsets: Offsets
     newest_ingest_ms: int = 0  # Kafka timestamp of the newest message trained on
     ledger: list[str] | None = None  # every trained event id, in order (debug/tests only)
+    dedupe: bytes = b""  # DedupeWindow.state(): digests of the last event ids trained on
     saved_at_ms: int = dataclasses.field(default_factory=lambda: int(time.time() * 1000))
 
     def to_payload(self) -> dict[str, Any]:
@@ -44,6 +48,7 @@ class Checkpoint:
             "offsets": [[t, p, o] for (t, p), o in sorted(self.offsets.items())],
             "newest_ingest_ms": self.newest_ingest_ms,
             "ledger": self.ledger,
+            "dedupe": self.dedupe,
             "saved_at_ms": self.saved_at_ms,
         }
 
@@ -56,6 +61,7 @@ class Checkpoint:
             offsets={(str(t), int(p)): int(o) for t, p, o in payload["offsets"]},
             newest_ingest_ms=int(payload["newest_ingest_ms"]),
             ledger=payload["ledger"],
+            dedupe=bytes(payload.get("dedupe", b"")),  # absent in checkpoints before it existed
             saved_at_ms=int(payload["saved_at_ms"]),
         )
 
@@ -78,6 +84,19 @@ class CheckpointStore:
             extra={"path": str(self.path), "partitions": len(checkpoint.offsets)},
         )
         return checkpoint
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete temporary files a killed writer left (call at start, before any save).
+
+        Named by pid, and in a container the pid repeats, so nothing else would ever
+        overwrite or remove them: each would keep a whole checkpoint's worth of disk.
+        """
+        removed = sorted(self.directory.glob(f".{CHECKPOINT_FILE}.tmp-*"))
+        for path in removed:
+            path.unlink(missing_ok=True)
+        if removed:
+            log.info("removed stale checkpoint temporaries", extra={"files": len(removed)})
+        return removed
 
     def save(self, checkpoint: Checkpoint) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

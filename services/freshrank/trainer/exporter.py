@@ -7,11 +7,21 @@ its ``ExportRecord``; we produce that record only once Triton reports the versio
 the manifest entry carries the measured freshness and ranking never reads a record of a
 version Triton is not serving. Triton keeps serving the previous version until then and
 swaps atomically (``version_policy: latest 1``). A version that fails to load is removed again.
+
+The trainer owns model versions, so it also keeps Triton serving them (``watch``): Triton runs
+with explicit model control and loads nothing by itself, so after Triton restarts (or unloads
+the model) nothing would be served until the next export, which on a quiet stream may never
+come. Every ``watch_s`` the watchdog asks Triton whether the latest good version (the newest
+with a manifest record) is READY and loads it when not. The ranking replicas only observe;
+one writer of Triton's model control, not one per replica. ``freshrank_trainer_model_version``
+is the version Triton actually serves (0 while it serves none), so the CR status follows the
+truth, not the last export.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -61,6 +71,10 @@ class TritonControl:
     async def load(self, model: str) -> None:
         await self._client.load_model(model)
 
+    async def is_ready(self, model: str, version: int, timeout_s: float) -> bool:
+        async with asyncio.timeout(timeout_s):
+            return bool(await self._client.is_model_ready(model, str(version)))
+
     async def wait_ready(self, model: str, version: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while not await self._client.is_model_ready(model, str(version)):
@@ -88,30 +102,75 @@ class Exporter:
         *,
         keep_versions: int = 3,
         ready_timeout_s: float = 120.0,
+        watch_s: float = 1.0,
     ) -> None:
         self.repository = repository
         self.triton = triton
         self.metrics = metrics
         self.keep_versions = keep_versions
         self.ready_timeout_s = ready_timeout_s
-        self.records: list[ExportRecord] = []
+        self.watch_s = watch_s
+        self.served_version = 0  # what Triton serves, as last seen (0: nothing)
+        self.reloads = 0  # times the watchdog had to load a version Triton had lost
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exporter")
+        # One model-control operation at a time: an export's load or the watchdog's.
+        self._control = asyncio.Lock()
 
-    async def resume(self) -> None:
-        """After a restart: have Triton serve what the repository already holds."""
-        latest = self.repository.latest_version()
-        if latest is None or self.triton is None:
-            return
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Keep Triton serving the latest good version until ``stop`` (also at startup)."""
+        while not stop.is_set():
+            try:
+                await self.ensure_served()
+            except Exception:  # never let one bad pass end the watchdog
+                log.exception("model watchdog pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.watch_s)
+
+    async def ensure_served(self) -> int:
+        """One watchdog pass: load the latest good version if Triton does not serve it.
+
+        Returns the version Triton serves afterwards (0: none, e.g. Triton is down). Skipped
+        while an export holds model control (it reports its own version when READY)."""
+        if self.triton is None or self._control.locked():
+            return self.served_version
+        async with self._control:
+            loop = asyncio.get_running_loop()
+            latest = await loop.run_in_executor(self._io, self.repository.latest_good_version)
+            served = 0 if latest is None else await self._serve(latest)
+        self._set_served(served)
+        return served
+
+    async def _serve(self, version: int) -> int:
+        assert self.triton is not None
+        model = self.repository.model_name
         try:
-            await self.triton.load_and_wait(
-                self.repository.model_name, latest, self.ready_timeout_s
-            )
-            self.metrics.model_version.set(latest)
-        except Exception as exc:  # Triton may not be up yet: the next export loads again
-            log.warning("could not load existing model on startup: %s", exc)
+            if await self.triton.is_ready(model, version, self.watch_s + 1.0):
+                return version
+        except Exception as exc:  # unreachable (restarting): nothing is served right now
+            log.debug("Triton not reachable: %s", exc)
+            return 0
+        self._set_served(0)  # true while the load runs (a model load can take seconds)
+        log.warning("Triton does not serve the latest good version: loading it",
+                    extra={"version": version})  # fmt: skip
+        try:
+            await self.triton.load_and_wait(model, version, self.ready_timeout_s)
+        except Exception as exc:  # the next pass tries again
+            log.warning("could not load version %s: %s", version, exc)
+            return 0
+        self.reloads += 1
+        log.info("Triton serves the latest good version again", extra={"version": version})
+        return version
+
+    def _set_served(self, version: int) -> None:
+        self.served_version = version
+        self.metrics.model_version.set(version)
 
     async def publish(self, staged: StagedExport) -> ExportRecord:
         """Write the next version, load it on Triton, wait until READY; record and prune."""
+        async with self._control:
+            return await self._publish(staged)
+
+    async def _publish(self, staged: StagedExport) -> ExportRecord:
         loop = asyncio.get_running_loop()
         with tracer.start_as_current_span("export") as span:
             span.set_attribute("freshrank.events_covered", staged.events_covered)
@@ -173,10 +232,9 @@ class Exporter:
             raise
 
     def _observe(self, record: ExportRecord, staged: StagedExport) -> None:
-        self.records.append(record)
         self.metrics.exports.labels(outcome="ok").inc()
         self.metrics.freshness.observe(float(record.extra["freshness_s"]))
-        self.metrics.model_version.set(record.version)
+        self._set_served(record.version)
         self.metrics.last_export.set(record.exported_at_ms / 1000.0)
         self.metrics.last_exported_event.set(staged.newest_ingest_ms / 1000.0)
         log.info(

@@ -49,6 +49,7 @@ from freshrank.core.kafka import (
 )
 from freshrank.core.telemetry import context_from_headers
 from freshrank.trainer.checkpoint import Checkpoint, CheckpointStore, Offsets
+from freshrank.trainer.dedupe import DedupeWindow
 from freshrank.trainer.exporter import Exporter, ExportFailed, StagedExport
 from freshrank.trainer.gate import QualityGate
 from freshrank.trainer.learning import Learner, metric_of
@@ -99,11 +100,13 @@ class TrainerLoop:
         self.position: Offsets = {}
         self.newest_ingest_ms = 0
         self.ledger: list[str] | None = [] if settings.debug_ledger else None
+        self.dedupe = DedupeWindow(settings.dedupe_window)
         self.assigned = False
         self.batches = 0
         self._train = ThreadPoolExecutor(max_workers=1, thread_name_prefix="train")
         self._saved_position: Offsets = {}
         self._last_checkpoint = time.monotonic()
+        self._checkpoint_cost_s = 0.0  # how long the last checkpoint took to write
         self._last_export = time.monotonic()
         self._events_at_export = 0
         self._publishing: asyncio.Task[None] | None = None
@@ -113,7 +116,9 @@ class TrainerLoop:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def restore(self) -> None:
-        """Load the checkpoint (if any): learner state, offsets, ledger."""
+        """Clean up after a crash, then load the checkpoint (if any): learner state, offsets,
+        de-duplication window, ledger."""
+        await self._in_train(self._remove_leftovers)
         checkpoint = await self._in_train(self.store.load)
         if checkpoint is None:
             log.info("no checkpoint: starting from a fresh model at the earliest offsets")
@@ -122,10 +127,22 @@ class TrainerLoop:
         self.position = dict(checkpoint.offsets)
         self._saved_position = dict(checkpoint.offsets)
         self.newest_ingest_ms = checkpoint.newest_ingest_ms
+        self.dedupe.load(checkpoint.dedupe)
         if self.settings.debug_ledger:
             self.ledger = list(checkpoint.ledger or [])
         self._events_at_export = self.learner.events_trained
         self.metrics.set_rolling(self.learner.rolling)
+
+    def _remove_leftovers(self) -> None:
+        """What a killed trainer left: checkpoint temporaries, export staging, half-written
+        versions. Nothing else removes them, and every crash would add more."""
+        self.store.remove_stale_temporaries()
+        shutil.rmtree(self._staging_root(), ignore_errors=True)
+        if self.exporter is not None:
+            self.exporter.repository.remove_stale_temporaries()
+
+    def _staging_root(self) -> Path:
+        return Path(self.settings.checkpoint_dir) / "staging"
 
     async def run(self, stop: asyncio.Event) -> None:
         """Train until ``stop`` is set; then finish the batch, checkpoint, commit and close."""
@@ -204,24 +221,38 @@ class TrainerLoop:
                     "freshrank.dead_lettered": len(decoded.malformed),
                 },
             ):
-                step, served = await self._in_train(self._train_step, events)
+                step, served, duplicates = await self._in_train(self._train_step, events)
+            self.metrics.events_duplicate.inc(duplicates)
             self._after_step(step, served, [message for message, _ in decoded.events])
         seconds = time.perf_counter() - start
         self.metrics.batch_seconds.observe(seconds)
         self.batches += 1
         return BatchOutcome(len(events), len(decoded.malformed), seconds)
 
-    def _train_step(self, events: list[InteractionEvent]) -> tuple[Any, Any]:
-        """Training thread: score a sample on the served copy, then test-then-train."""
+    def _train_step(self, events: list[InteractionEvent]) -> tuple[Any, Any, int]:
+        """Training thread: drop event ids already trained on, score a sample on the served
+        copy, then test-then-train. (step, served, duplicates); step is None when every
+        event was a duplicate."""
+        events, duplicates = self.dedupe.fresh(events)
+        if not events:
+            return None, None, duplicates
         served = None
         if self._shadow is not None:
             served = self._shadow.evaluate_only(events[: self.settings.gate_sample])
         step = self.learner.step(events)
         if self.ledger is not None:
             self.ledger.extend(event.event_id for event in events)
-        return step, served
+        return step, served, duplicates
 
     def _after_step(self, step: Any, served: Any, messages: list[Message]) -> None:
+        if step is not None:
+            self._after_training(step, served)
+        for message in messages:
+            kind, timestamp = message.timestamp()
+            if kind != _TIMESTAMP_NOT_AVAILABLE and timestamp > self.newest_ingest_ms:
+                self.newest_ingest_ms = timestamp
+
+    def _after_training(self, step: Any, served: Any) -> None:
         self.metrics.events_trained.inc(int(step.events))
         self.metrics.set_rolling(self.learner.rolling)
         if served is not None:
@@ -229,16 +260,20 @@ class TrainerLoop:
             self.gate.observe(
                 metric_of(step, metric), int(step.events), metric_of(served, metric), served.events
             )
-        for message in messages:
-            kind, timestamp = message.timestamp()
-            if kind != _TIMESTAMP_NOT_AVAILABLE and timestamp > self.newest_ingest_ms:
-                self.newest_ingest_ms = timestamp
 
     # -- checkpoint ----------------------------------------------------------------------
 
     def _checkpoint_due(self) -> bool:
+        """Every ``checkpoint_interval_s``, but never more often than keeps checkpoint writing
+        under ``checkpoint_time_share`` of the time: a large state (a 100 MB checkpoint takes
+        seconds) is written proportionally less often. Only the replay after a crash grows;
+        exactly-once does not depend on the cadence."""
         elapsed = time.monotonic() - self._last_checkpoint
-        return elapsed >= self.settings.checkpoint_interval_s
+        settings = self.settings
+        interval = max(
+            settings.checkpoint_interval_s, self._checkpoint_cost_s / settings.checkpoint_time_share
+        )
+        return elapsed >= interval
 
     async def checkpoint(self) -> None:
         """Checkpoint durable -> offsets committed, in that order."""
@@ -248,7 +283,8 @@ class TrainerLoop:
         offsets, ingest = dict(self.position), self.newest_ingest_ms
         start = time.perf_counter()
         await self._in_train(self._save, offsets, ingest)
-        self.metrics.checkpoint_seconds.observe(time.perf_counter() - start)
+        self._checkpoint_cost_s = time.perf_counter() - start
+        self.metrics.checkpoint_seconds.observe(self._checkpoint_cost_s)
         self.metrics.checkpoints.inc()
         self.metrics.set_ids(self.learner.id_stats())
         self._saved_position = offsets
@@ -261,6 +297,7 @@ class TrainerLoop:
             offsets=offsets,
             newest_ingest_ms=newest_ingest_ms,
             ledger=ledger,
+            dedupe=self.dedupe.state(),
         )
         self.store.save(checkpoint)
 
@@ -305,7 +342,7 @@ class TrainerLoop:
 
     def _stage(self) -> tuple[StagedExport, dict[str, Any] | None]:
         """Training thread: write model.pt + ids.json and describe them."""
-        directory = Path(self.settings.checkpoint_dir) / "staging" / uuid.uuid4().hex
+        directory = self._staging_root() / uuid.uuid4().hex
         directory.mkdir(parents=True)
         self.learner.export(directory)
         settings = self.settings

@@ -27,6 +27,11 @@ class TrainerMetrics:
             "malformed events skipped (the feature ingester dead-letters each one)",
             registry=registry,
         )
+        self.events_duplicate = Counter(
+            "freshrank_trainer_events_duplicate_total",
+            "events skipped because their event id was already trained on (producer retries)",
+            registry=registry,
+        )
         self.batch_seconds = Histogram(
             "freshrank_trainer_batch_seconds",
             "test-then-train time of one micro-batch",

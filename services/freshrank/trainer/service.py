@@ -8,6 +8,7 @@ is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -35,12 +36,16 @@ def build_trainer(
 ) -> TrainerLoop:
     metrics = TrainerMetrics(registry)
     triton = TritonControl(settings.triton_host_port) if settings.triton_url else None
+    repository = ModelRepository(
+        Path(settings.model_repository), settings.triton_model, manifest_keep=settings.manifest_keep
+    )
     exporter = Exporter(
-        ModelRepository(Path(settings.model_repository), settings.triton_model),
+        repository,
         triton,
         metrics,
         keep_versions=settings.keep_versions,
         ready_timeout_s=settings.ready_timeout_s,
+        watch_s=settings.watch_s,
     )
     return TrainerLoop(
         settings,
@@ -85,10 +90,13 @@ async def run_service(
     try:
         await trainer.restore()
         restored = True
-        resume = asyncio.ensure_future(exporter.resume()) if exporter else None
+        # From the start: Triton may hold nothing (it restarted) while the stream is quiet.
+        watchdog = asyncio.ensure_future(exporter.watch(stop)) if exporter else None
         await trainer.run(stop)
-        if resume is not None:
-            await resume
+        if watchdog is not None:  # stop at once, even mid-load: the checkpoint is written
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
     finally:
         if exporter is not None:
             await exporter.close()

@@ -37,10 +37,18 @@ class TrainerSettings(CommonSettings):
     batch_size: int = opt(256, "events per micro-batch")
     poll_timeout_s: float = opt(0.2, "longest wait for a micro-batch to fill")
     checkpoint_interval_s: float = opt(5.0, "seconds between checkpoints (and Kafka commits)")
+    checkpoint_time_share: float = opt(
+        0.1, "most of the time spent writing checkpoints (stretches the interval for big states)"
+    )
+    dedupe_window: int = opt(
+        100_000, "event ids remembered to drop duplicates (producer retries); 0: off"
+    )
     # Export.
     export_interval_s: float = opt(30.0, "seconds between exports")
     export_every_events: int = opt(0, "also export after this many new events; 0: time only")
     keep_versions: int = opt(3, "model versions kept in the repository (>= 2)")
+    manifest_keep: int = opt(100, "export records kept in manifest.json (>= keep_versions)")
+    watch_s: float = opt(1.0, "how often to check that Triton serves the latest good version")
     ready_timeout_s: float = opt(120.0, "how long to wait for Triton to report a version READY")
     # Quality gate (skips an export, never stops training).
     quality_metric: str = opt("ndcg@10", "prequential metric the gate watches")
@@ -61,6 +69,10 @@ class TrainerSettings(CommonSettings):
             raise ValueError("need batch_size >= 1 and keep_versions >= 2")
         if self.export_interval_s <= 0 or self.checkpoint_interval_s < 0:
             raise ValueError("need export_interval_s > 0 and checkpoint_interval_s >= 0")
+        if not 0 < self.checkpoint_time_share <= 1 or self.dedupe_window < 0:
+            raise ValueError("need 0 < checkpoint_time_share <= 1 and dedupe_window >= 0")
+        if self.manifest_keep < self.keep_versions or self.watch_s <= 0:
+            raise ValueError("need manifest_keep >= keep_versions and watch_s > 0")
 
     @property
     def group(self) -> str:
