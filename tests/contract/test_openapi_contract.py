@@ -160,20 +160,10 @@ def _schemathesis(base_url: str, report: Path) -> subprocess.CompletedProcess[st
     )
 
 
-def _feature_ids_follow_the_event_contract() -> bool:
-    """The feature API's ids schema states the event contract's id rule (no control
-    characters), which the server enforces once ``codec.id_problem`` is in (branch robust)."""
-    import freshrank.core.codec as codec
-
-    return hasattr(codec, "id_problem")
-
-
 @pytest.mark.parametrize("role", ["feature", "ranking"])
 def test_service_keeps_its_openapi_contract(
     services: dict[str, str], role: str, tmp_path: Path
 ) -> None:
-    if role == "feature" and not _feature_ids_follow_the_event_contract():
-        pytest.skip("the feature server enforces the documented id rule with codec.id_problem")
     result = _schemathesis(services[role], tmp_path / "report")
     summary = result.stdout[-6000:]
     print(summary)

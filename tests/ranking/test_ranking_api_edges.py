@@ -45,15 +45,16 @@ async def _post(url: str, data: bytes) -> tuple[int, dict[str, str]]:
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        (b'{"user_id": "\\ud800"}', "user_id must be valid Unicode"),
-        (b'{"user_id": "u1", "candidates": ["i1", "\\udfff"]}', "candidates must be valid"),
+        (b'{"user_id": "\\ud800"}', "user_id contains a control character or lone surrogate"),
+        (b'{"user_id": "u1", "candidates": ["i1", "\\udfff"]}', "candidates[1] contains a"),
+        (b'{"user_id": "u\\u0000"}', "user_id contains a control character"),
         (b'{"user_id": "u1", "context": {"\\ud800": "x"}}', "context must be valid"),
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
         (b'{"user_id": "u1", "context": 0}', "context must be an object"),
         (b'{"user_id": "u1", "context": ""}', "context must be an object"),
         (b'{"user_id": "u1", "context": []}', "context must be an object"),
         (b'{"user_id": "u1", "k": 649.5}', "k must be an integer"),
-        (b'{"user_id": "' + b"u" * 257 + b'"}', "user_id longer than 256"),
+        (b'{"user_id": "' + b"u" * 257 + b'"}', "user_id is 257 bytes, over the limit of 256"),
     ],
 )
 async def test_bad_request_is_a_400_with_the_reason(url: str, body: bytes, reason: str) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from google.protobuf.message import DecodeError
 
@@ -33,6 +33,7 @@ from freshrank.v1.events_pb2 import EventType, InteractionEvent
 
 __all__ = [
     "DEFAULT_TIME_WINDOW",
+    "ID_JSON_SCHEMA",
     "MAX_ID_BYTES",
     "EventTimeWindow",
     "EventType",
@@ -47,6 +48,7 @@ __all__ = [
     "decode_record",
     "encode_event",
     "id_problem",
+    "ids_problem",
     "make_event",
     "validate_event",
 ]
@@ -58,6 +60,15 @@ _KNOWN_TYPES = frozenset(v for v in EventType.values() if v != EventType.EVENT_T
 # Control characters (C0 including NUL, DEL, C1) and lone surrogates (a Python str can hold
 # them; UTF-8 cannot): no id may contain one.
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# The id rule as the HTTP APIs document it (JSON Schema counts characters: for ASCII ids, the
+# common case, that is the byte limit; the server checks bytes).
+ID_JSON_SCHEMA: Mapping[str, object] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_ID_BYTES,
+    "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$",
+    "description": f"at most {MAX_ID_BYTES} bytes of UTF-8, no control characters",
+}
 _HOUR_MS = 3_600_000
 _YEAR_MS = 365.25 * 24 * _HOUR_MS
 
@@ -162,6 +173,19 @@ def id_problem(value: str) -> str | None:
             f"contains a control character or lone surrogate (U+{ord(forbidden.group()):04X}"
             f" at index {forbidden.start()})"
         )
+    return None
+
+
+def ids_problem(values: Sequence[str]) -> str | None:
+    """``id_problem`` of the first bad value (with its index), plain ASCII in C-level passes."""
+    joined = "".join(values)
+    ascii_ok = all(values) and joined.isascii() and joined.isprintable()
+    if ascii_ok and max(map(len, values), default=0) <= MAX_ID_BYTES:
+        return None
+    for index, value in enumerate(values):
+        problem = id_problem(value)
+        if problem is not None:
+            return f"[{index}] {problem}"
     return None
 
 

@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError, Message
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from freshrank.core.codec import MAX_ID_BYTES, id_problem
+from freshrank.core.codec import id_problem, ids_problem
 from freshrank.core.http import REGISTRY_KEY, ReadinessCheck, create_app, json_error
 from freshrank.feature.cache import ReadThrough, TTLCache
 from freshrank.feature.openapi import openapi_spec
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 PROTOBUF = "application/x-protobuf"
 MAX_BATCH = 1000
 MAX_K = 1000
-MAX_ID_LENGTH = MAX_ID_BYTES  # the event contract's id rule (codec.id_problem) holds here too
 # /readyz answers within this even when the database hangs (a probe must never time out).
 READINESS_TIMEOUT_S = 1.0
 M = TypeVar("M", bound=Message)
@@ -239,13 +238,9 @@ def _valid_ids(values: Sequence[str], field: str) -> Sequence[str]:
     """``_valid_id`` for each value; plain ASCII ids (the hot path) in C-level passes."""
     if not all(values):
         raise BadRequest(f"{field} must be a non-empty string")
-    joined = "".join(values)
-    if joined.isascii() and joined.isprintable() and max(map(len, values)) <= MAX_ID_LENGTH:
-        return values
-    for value in values:
-        problem = id_problem(value)
-        if problem is not None:
-            raise BadRequest(f"{field} {problem}")
+    problem = ids_problem(values)
+    if problem is not None:
+        raise BadRequest(f"{field}{problem}")
     return values
 
 

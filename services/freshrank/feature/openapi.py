@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from freshrank.core.codec import ID_JSON_SCHEMA
+
 __all__ = ["openapi_spec"]
 
 _PROTOBUF = "application/x-protobuf"
@@ -49,16 +51,8 @@ def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": _ID}
 
 
-# An id as the service accepts it (the event contract's id rule): non-empty, at most
-# MAX_ID_LENGTH (256 bytes of UTF-8: characters for ASCII), no control characters.
-MAX_ID_LENGTH = 256
-_ID = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": MAX_ID_LENGTH,
-    "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$",
-    "description": f"at most {MAX_ID_LENGTH} bytes of UTF-8, no control characters",
-}
+# An id as the service accepts it: the event contract's id rule (codec.id_problem).
+_ID = ID_JSON_SCHEMA
 
 
 _INT64 = {"type": "string", "format": "int64"}

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from google.protobuf.message import DecodeError
 
+from freshrank.core.codec import ID_JSON_SCHEMA, id_problem, ids_problem
 from freshrank.core.http import json_error
 from freshrank.ranking.ranker import Ranker, Ranking, RankQuery
 from freshrank.v1 import ranking_pb2
@@ -22,7 +23,6 @@ from freshrank.v1 import ranking_pb2
 __all__ = ["PROTOBUF", "RankLimits", "add_routes", "openapi", "parse_json_query"]
 
 PROTOBUF = "application/x-protobuf"
-MAX_ID_LENGTH = 256  # characters, as the feature API; the event contract caps ids at 256 bytes
 RANKER_KEY = web.AppKey("ranker", Ranker)
 
 
@@ -122,9 +122,9 @@ def _query(
 ) -> RankQuery:
     if not isinstance(user_id, str) or not user_id:
         raise BadRequest("user_id must be a non-empty string")
-    if len(user_id) > MAX_ID_LENGTH:
-        raise BadRequest(f"user_id longer than {MAX_ID_LENGTH} characters")
-    _require_utf8(user_id, "user_id")
+    problem = id_problem(user_id)  # the event contract's id rule, as at every edge
+    if problem is not None:
+        raise BadRequest(f"user_id {problem}")
     if k < 0 or k > limits.max_k:
         raise BadRequest(
             f"k must be between 1 and {limits.max_k} (0 or absent: {limits.default_k})"
@@ -137,9 +137,9 @@ def _query(
         unique = dict.fromkeys(candidates)  # dedupe, keeping the caller's order
         if "" in unique:
             raise BadRequest("candidates must be non-empty strings")
-        if unique and max(map(len, unique)) > MAX_ID_LENGTH:
-            raise BadRequest(f"candidates longer than {MAX_ID_LENGTH} characters")
-        _require_utf8("".join(unique), "candidates")  # one C-level pass
+        problem = ids_problem(list(unique))
+        if problem is not None:
+            raise BadRequest(f"candidates{problem}")
         candidates = list(unique) or None  # [] means: retrieve
     if not all(isinstance(key, str) and isinstance(v, str) for key, v in context.items()):
         raise BadRequest("context must map strings to strings")
@@ -237,7 +237,7 @@ def openapi(limits: RankLimits) -> dict[str, Any]:
                     "required": ["user_id"],
                     "additionalProperties": False,
                     "properties": {
-                        "user_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+                        "user_id": ID_JSON_SCHEMA,
                         "k": {
                             "type": ["integer", "null"],
                             "minimum": 0,
@@ -246,7 +246,7 @@ def openapi(limits: RankLimits) -> dict[str, Any]:
                         },
                         "candidates": {
                             "type": ["array", "null"],
-                            "items": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+                            "items": ID_JSON_SCHEMA,
                             "maxItems": limits.max_candidates,
                             "description": "items to rank; absent or empty: the server retrieves",
                         },
