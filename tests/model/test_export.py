@@ -1,10 +1,16 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import tritonclient.http as httpclient
 
 from freshrank.core.model_repo import ExportRecord, ModelRepository
+from freshrank.embedded import EmbeddedTriton
+from freshrank.model import ARCHITECTURES as ARCHITECTURE_REGISTRY
 from freshrank.model import IdMap, ModelConfig, build_model
 from freshrank.model.export import ExportMismatch, export_version, verify_scripted
 from freshrank.model.learner import LearnerConfig, OnlineLearner, synthetic_batches
@@ -85,3 +91,64 @@ def test_export_version_writes_ids_it_is_given(tmp_path: Path) -> None:
     error = export_version(build_model(config), tmp_path, {"users": {}, "items": {}})
     assert error <= 1e-5
     assert json.loads((tmp_path / "ids.json").read_text()) == {"users": {}, "items": {}}
+
+
+# Production Triton serves model.pt with the libtorch backend: C++, no Python, none of our
+# classes. This interpreter stands in for it: our packages cannot even be imported there.
+_LIBTORCH_STAND_IN = """
+import sys
+sys.modules["freshrank"] = None
+sys.modules["freshrank_operator"] = None
+import numpy as np, torch
+model = torch.jit.load(sys.argv[1], map_location="cpu")
+inputs = np.load(sys.argv[2])
+with torch.inference_mode():
+    scores = model(*(torch.from_numpy(inputs[name]) for name in inputs.files))
+np.save(sys.argv[3], scores.numpy())
+"""
+
+
+@pytest.mark.integration
+def test_each_export_scores_the_same_under_libtorch_as_on_the_python_backend(
+    triton: EmbeddedTriton, model_repository: Path, tmp_path: Path
+) -> None:
+    client = httpclient.InferenceServerClient(triton.http_url)
+    generator = np.random.default_rng(5)
+    for architecture in sorted(ARCHITECTURE_REGISTRY):
+        learner = _trained(architecture)
+        repository = ModelRepository(model_repository, f"{architecture}-ranker")
+        record = repository.write_version(
+            learner.export,
+            lambda version, arch=architecture: ExportRecord(
+                version=version, architecture=arch, events_covered=0, last_event_timestamp_ms=0
+            ),
+        )
+        inputs = {
+            "user_row": generator.integers(0, 64, (3, 1)),
+            "history_rows": generator.integers(0, 64, (3, 5)),
+            "candidate_rows": generator.integers(0, 64, (3, 17)),
+        }
+        inputs["history_rows"][0] = 0  # a cold user
+        client.load_model(repository.model_name)
+        served = client.infer(
+            repository.model_name, _triton_inputs(inputs), model_version=str(record.version)
+        ).as_numpy("scores")
+
+        model_file = repository.version_dir(record.version) / "model.pt"
+        inputs_file, scores_file = tmp_path / "inputs.npz", tmp_path / "scores.npy"
+        stand_in = [sys.executable, "-c", _LIBTORCH_STAND_IN, model_file, inputs_file, scores_file]
+        np.savez(inputs_file, **inputs)
+        subprocess.run(stand_in, check=True, timeout=120)
+        libtorch = np.load(scores_file)
+        assert served is not None
+        assert libtorch.shape == served.shape == (3, 17), architecture
+        np.testing.assert_allclose(libtorch, served, atol=1e-5, err_msg=architecture)
+
+
+def _triton_inputs(arrays: dict[str, np.ndarray]) -> list[httpclient.InferInput]:
+    tensors = []
+    for name, array in arrays.items():
+        tensor = httpclient.InferInput(name, list(array.shape), "INT64")
+        tensor.set_data_from_numpy(array.astype(np.int64))
+        tensors.append(tensor)
+    return tensors
