@@ -34,7 +34,11 @@ def build_trainer(
     settings: TrainerSettings, registry: CollectorRegistry, learner: Learner | None = None
 ) -> TrainerLoop:
     metrics = TrainerMetrics(registry)
-    triton = TritonControl(settings.triton_host_port) if settings.triton_url else None
+    triton = (
+        TritonControl(settings.triton_host_port, settings.triton_admin_key)
+        if settings.triton_url
+        else None
+    )
     exporter = Exporter(
         ModelRepository(Path(settings.model_repository), settings.triton_model),
         triton,
