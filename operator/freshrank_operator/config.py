@@ -14,6 +14,11 @@ __all__ = ["OperatorConfig"]
 class OperatorConfig(CommonSettings):
     namespaces: str = opt("", "comma-separated namespaces to watch; empty watches all")
     standalone: bool = opt(True, "run without Kopf peering (one replica); false enables peering")
+    pod_namespace: str = opt(
+        "",
+        "namespace the operator runs in (the chart sets it from the pod); lets its pods "
+        "through each CR's NetworkPolicy to scrape the trainer; empty: from any namespace",
+    )
     peering_name: str = opt("freshrank", "Kopf peering object name when not standalone")
     metrics_port: int = opt(8090, "port for the operator's /healthz, /readyz and /metrics")
     metrics_host: str = opt("0.0.0.0", "address the metrics/health server binds")

@@ -23,6 +23,7 @@ from freshrank_operator.kube import Credentials, KubeClient
 from freshrank_operator.observe import LatencyWindow
 from freshrank_operator.status import Problem, conditions, merge_conditions, now_iso
 from freshrank_operator.telemetry import OperatorMetrics
+from freshrank_operator.triton_admin import ensure_triton_admin_secret
 
 __all__ = ["Runtime", "register"]
 
@@ -209,9 +210,15 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], patch: kopf.Patch) 
         fail(references.problems, kopf.TemporaryError)
     desired_replicas = (body.get("status") or {}).get("desiredReplicas")
     manifests = render.render(
-        body, render.Desired(config.service_image, ranking_replicas=desired_replicas)
+        body,
+        render.Desired(
+            config.service_image,
+            ranking_replicas=desired_replicas,
+            operator_namespace=config.pod_namespace or None,
+        ),
     )
     try:
+        await ensure_triton_admin_secret(client, body)
         result = await reconcile.apply_children(client, body, manifests)
     except reconcile.KubeError as exc:
         fail([Problem("ChildApplyFailed", f"applying children: {exc}")], kopf.TemporaryError)
@@ -298,7 +305,12 @@ async def _latency_p95(
 async def _scale(runtime: Runtime, body: kopf.Body, decision: Decision, logger: Any) -> None:
     """Apply the ranking Deployment with the decided replicas (same renderer, same owner)."""
     manifests = render.render(
-        dict(body), render.Desired(runtime.config.service_image, ranking_replicas=decision.replicas)
+        dict(body),
+        render.Desired(
+            runtime.config.service_image,
+            ranking_replicas=decision.replicas,
+            operator_namespace=runtime.config.pod_namespace or None,
+        ),
     )
     name = f"{body['metadata']['name']}-ranking"
     for manifest in manifests:

@@ -44,6 +44,7 @@ PLURALS: dict[str, str] = {
     "StatefulSet": "statefulsets",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "ScaledObject": "scaledobjects",
+    "NetworkPolicy": "networkpolicies",
     "RecommenderDeployment": "recommenderdeployments",
 }
 

@@ -46,6 +46,7 @@ RESOURCES: list[tuple[str, str, bool, set[str]]] = [
     ("apps/v1/statefulsets", "StatefulSet", True, {"status", "scale"}),
     ("autoscaling/v2/horizontalpodautoscalers", "HorizontalPodAutoscaler", True, {"status"}),
     ("keda.sh/v1alpha1/scaledobjects", "ScaledObject", True, {"status"}),
+    ("networking.k8s.io/v1/networkpolicies", "NetworkPolicy", True, set()),
 ]
 
 CHILD_RESOURCES = {
@@ -56,6 +57,7 @@ CHILD_RESOURCES = {
     "StatefulSet": "apps/v1/statefulsets",
     "HorizontalPodAutoscaler": "autoscaling/v2/horizontalpodautoscalers",
     "ScaledObject": "keda.sh/v1alpha1/scaledobjects",
+    "NetworkPolicy": "networking.k8s.io/v1/networkpolicies",
 }
 
 

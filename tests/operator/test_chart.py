@@ -52,7 +52,8 @@ def test_rbac_covers_what_the_operator_does() -> None:
     for api_version, kind in reconcile.CHILD_KINDS:
         for verb in ("get", "list", "create", "patch", "delete"):
             needed.add((_group(api_version), PLURALS[kind], verb))
-    needed |= {("", "secrets", "get"), ("", "pods", "list"), ("", "events", "create")}
+    needed |= {("", "secrets", "get"), ("", "secrets", "create"), ("", "pods", "list")}
+    needed |= {("", "events", "create")}
     assert needed <= granted, sorted(needed - granted)
 
 
@@ -62,7 +63,8 @@ def test_rbac_is_least_privilege() -> None:
             assert "*" not in rule["verbs"], rule
             assert "*" not in rule["resources"], rule
     secrets = [r for r in _rules("rbac-rules.yaml") if "secrets" in r["resources"]]
-    assert [r["verbs"] for r in secrets] == [["get"]]  # existence checks only: no list/watch
+    # Existence checks and the Triton admin-key Secret, created once: no list/watch/update.
+    assert [r["verbs"] for r in secrets] == [["get", "create"]]
     cluster = _granted(_rules("cluster-rules.yaml"))
     assert all(verb in {"get", "list", "watch"} for _, _, verb in cluster)
 
