@@ -224,7 +224,9 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], patch: kopf.Patch) 
         fail([Problem("ChildApplyFailed", f"applying children: {exc}")], kopf.TemporaryError)
     for label in result.applied:
         runtime.metrics.children_applied.labels(label.split("/")[0]).inc()
-    log.info(
+    # A reconcile that wrote nothing (a resume, a repeated event) is routine: DEBUG.
+    log.log(
+        logging.INFO if result.applied or result.pruned else logging.DEBUG,
         "reconciled",
         extra={
             "cr": f"{meta['namespace']}/{meta['name']}",
@@ -365,7 +367,8 @@ async def _tick(runtime: Runtime, body: kopf.Body, patch: kopf.Patch, logger: An
         if operator_engine and observation.replicas is not None and period_due:
             state.last_decision_at = time.monotonic()
             decision = autoscaler.decide(observation.replicas, p95, time.monotonic())
-            log.info(
+            # Every period, for every CR: DEBUG (a change is logged and posted by _scale).
+            log.debug(
                 "autoscaler decision: %s -> %s (%s)",
                 decision.current,
                 decision.replicas,
