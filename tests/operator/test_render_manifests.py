@@ -29,6 +29,8 @@ UPSTREAM_KINDS = {
 
 def _cr(path: Path) -> dict[str, Any]:
     document: dict[str, Any] = yaml.safe_load(path.read_text())
+    # The examples name no namespace (`kubectl -n X apply -f`); the API server sets it.
+    document["metadata"]["namespace"] = "recsys"
     document["metadata"]["uid"] = "0b7c7d4e-1111-4a4a-8e8e-123456789abc"
     return document
 
@@ -94,9 +96,8 @@ def test_gpu_example_puts_triton_and_trainer_on_gpu_nodes() -> None:
     assert container["image"].startswith("nvcr.io/nvidia/tritonserver:")
     assert triton["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert triton["tolerations"][0]["key"] == "nvidia.com/gpu"
-    assert {"name": "models", "persistentVolumeClaim": {"claimName": "shop-models"}} in (
-        triton["volumes"]
-    )
+    models = {"name": "models", "persistentVolumeClaim": {"claimName": "gpu-model-repository"}}
+    assert models in triton["volumes"]
     trainer = children[("StatefulSet", "shop-gpu-trainer")]["spec"]
     assert (
         trainer["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -205,7 +206,7 @@ def test_keda_engine_renders_a_scaled_object_on_the_latency_query() -> None:
     assert trigger["type"] == "prometheus"
     assert trigger["metricType"] == "Value"
     assert trigger["metadata"]["threshold"] == "0.04"
-    assert trigger["metadata"]["query"] == render.latency_query("shop-keda", "default", 60)
+    assert trigger["metadata"]["query"] == render.latency_query("shop-keda", "recsys", 60)
     assert 'route="/v1/rank"' in trigger["metadata"]["query"]
     assert "replicas" not in children[("Deployment", "shop-keda-ranking")]["spec"]
 
