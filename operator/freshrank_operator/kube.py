@@ -45,6 +45,7 @@ PLURALS: dict[str, str] = {
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "ScaledObject": "scaledobjects",
     "NetworkPolicy": "networkpolicies",
+    "Lease": "leases",
     "RecommenderDeployment": "recommenderdeployments",
 }
 

@@ -58,7 +58,7 @@ def test_rbac_covers_what_the_operator_does() -> None:
 
 
 def test_rbac_is_least_privilege() -> None:
-    for name in ("rbac-rules.yaml", "cluster-rules.yaml", "peering-rules.yaml"):
+    for name in ("rbac-rules.yaml", "cluster-rules.yaml", "leader-rules.yaml"):
         for rule in _rules(name):
             assert "*" not in rule["verbs"], rule
             assert "*" not in rule["resources"], rule
@@ -79,3 +79,18 @@ def test_templates_wire_the_operator() -> None:
     assert "files/rbac-rules.yaml" in rbac
     assert "kind: Role\n" in rbac
     assert (CHART / "templates" / "serviceaccount.yaml").exists()
+
+
+def test_several_replicas_elect_a_leader_instead_of_kopf_peering() -> None:
+    """Kopf peering paused every replica of equal priority (all of them) and shipped no CRDs:
+    the chart runs leader election on a Lease, with RBAC for that Lease only."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert "peering" not in values
+    assert values["leaderElection"]["enabled"] is True
+    deployment = (CHART / "templates" / "deployment.yaml").read_text()
+    for env in ("FRESHRANK_LEADER_ELECTION", "FRESHRANK_POD_NAME", "FRESHRANK_POD_NAMESPACE"):
+        assert env in deployment
+    assert "FRESHRANK_STANDALONE" not in deployment
+    assert _granted(_rules("leader-rules.yaml")) == {
+        ("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update")
+    }
