@@ -132,3 +132,14 @@ async def test_readyz_is_503_while_the_operator_cannot_process(
         body = await eventually(lambda: _is(port, 503, "not processing"), timeout=60)
     assert "403" in body["reason"]
     assert "recommenderdeployments.freshrank.io" in body["reason"]
+
+
+async def test_kopf_peering_without_its_crds_refuses_to_start(
+    kube_cluster: EmbeddedKubernetes, cluster_api: ClusterApi
+) -> None:
+    """It used to start, pause on the missing peering object, process and log nothing."""
+    from freshrank_operator.runtime import run_operator
+
+    config = cluster_config(kube_cluster, cluster_api.namespace, standalone=False)
+    with pytest.raises(SystemExit, match="peering CRDs"):
+        await run_operator(config, serve_metrics=False)

@@ -27,8 +27,10 @@ async def test_the_operator_creates_the_key_once_and_keeps_it(
         # A spec change reconciles again: the key (and so Triton's restriction) stays.
         await api.patch_spec(NS, "shop", {"trainer": {"batchSize": 512}})
 
-        def trainer_batch_size() -> str:
-            trainer = api.children(NS, "shop")[("StatefulSet", "shop-trainer")]
+        def trainer_batch_size() -> str | None:
+            trainer = api.children(NS, "shop").get(("StatefulSet", "shop-trainer"))
+            if trainer is None:
+                return None
             env = trainer["spec"]["template"]["spec"]["containers"][0]["env"]
             return next(e["value"] for e in env if e["name"] == "FRESHRANK_BATCH_SIZE")
 
