@@ -31,8 +31,11 @@ ENV PATH=/opt/freshrank/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     FRESHRANK_CRD_PATH=/opt/freshrank/crds/recommenderdeployments.freshrank.io.yaml
 
-RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin freshrank
-USER 10001
+# Numeric user and group: Pod Security "restricted" (runAsNonRoot) can verify only a number,
+# and the operator's pods write their volumes as this group (fsGroup 10001).
+RUN groupadd --gid 10001 freshrank \
+ && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin freshrank
+USER 10001:10001
 WORKDIR /home/freshrank
 
 EXPOSE 8080 8081 8082 8090

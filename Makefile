@@ -7,7 +7,7 @@ PROTOS := $(wildcard protos/freshrank/v1/*.proto)
 GEN    := services/freshrank/v1/.generated
 CODE   := services/freshrank operator/freshrank_operator
 
-.PHONY: demo test install protos envtest lint typecheck pytest format clean
+.PHONY: demo test install protos envtest helm lint typecheck pytest format clean
 
 demo: install protos
 	$(BIN)/freshrank demo $(if $(DATASET),--dataset $(DATASET),)
@@ -39,6 +39,11 @@ $(GEN): $(PROTOS) $(STAMP)
 envtest:
 	tests/envtest/build.sh
 
+# helm, for the chart tests (rendered and applied to envtest), built the same way into
+# ~/.cache/freshrank/helm/<version>/ (minutes, once per machine); FRESHRANK_HELM overrides.
+helm:
+	charts/helm.sh
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -51,7 +56,7 @@ format: install
 typecheck: install protos
 	$(BIN)/mypy $(CODE)
 
-pytest: install protos envtest
+pytest: install protos envtest helm
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:

@@ -13,7 +13,23 @@ __all__ = ["OperatorConfig"]
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OperatorConfig(CommonSettings):
     namespaces: str = opt("", "comma-separated namespaces to watch; empty watches all")
-    standalone: bool = opt(True, "run without Kopf peering (one replica); false enables peering")
+    standalone: bool = opt(
+        True,
+        "run without Kopf peering; false needs the kopf.dev peering CRDs (for several "
+        "replicas use --leader-election instead)",
+    )
+    leader_election: bool = opt(
+        False, "run Kopf only while holding the Lease (several replicas, one active)"
+    )
+    lease_name: str = opt("freshrank-operator", "name of the leader-election Lease")
+    lease_seconds: int = opt(15, "a standby takes over after this long without a renewal")
+    pod_name: str = opt("", "this replica's identity in the Lease; empty: the host name")
+    pod_namespace: str = opt(
+        "",
+        "namespace the operator runs in (the chart sets it from the pod); lets its pods "
+        "through each CR's NetworkPolicy to scrape the trainer, and holds the leader Lease; "
+        "empty: any namespace (leader election then needs it set)",
+    )
     peering_name: str = opt("freshrank", "Kopf peering object name when not standalone")
     metrics_port: int = opt(8090, "port for the operator's /healthz, /readyz and /metrics")
     metrics_host: str = opt("0.0.0.0", "address the metrics/health server binds")

@@ -24,6 +24,7 @@ from freshrank_operator.login import kubeconfig_login
 from freshrank_operator.observe import LatencyWindow
 from freshrank_operator.status import Problem, conditions, merge_conditions, now_iso
 from freshrank_operator.telemetry import OperatorMetrics
+from freshrank_operator.triton_admin import ensure_triton_admin_secret
 
 __all__ = ["Runtime", "register"]
 
@@ -211,15 +212,23 @@ async def _reconcile(runtime: Runtime, body: dict[str, Any], patch: kopf.Patch) 
         fail(references.problems, kopf.TemporaryError)
     desired_replicas = (body.get("status") or {}).get("desiredReplicas")
     manifests = render.render(
-        body, render.Desired(config.service_image, ranking_replicas=desired_replicas)
+        body,
+        render.Desired(
+            config.service_image,
+            ranking_replicas=desired_replicas,
+            operator_namespace=config.pod_namespace or None,
+        ),
     )
     try:
+        await ensure_triton_admin_secret(client, body)
         result = await reconcile.apply_children(client, body, manifests)
     except reconcile.KubeError as exc:
         fail([Problem("ChildApplyFailed", f"applying children: {exc}")], kopf.TemporaryError)
     for label in result.applied:
         runtime.metrics.children_applied.labels(label.split("/")[0]).inc()
-    log.info(
+    # A reconcile that wrote nothing (a resume, a repeated event) is routine: DEBUG.
+    log.log(
+        logging.INFO if result.applied or result.pruned else logging.DEBUG,
         "reconciled",
         extra={
             "cr": f"{meta['namespace']}/{meta['name']}",
@@ -300,7 +309,12 @@ async def _latency_p95(
 async def _scale(runtime: Runtime, body: kopf.Body, decision: Decision, logger: Any) -> None:
     """Apply the ranking Deployment with the decided replicas (same renderer, same owner)."""
     manifests = render.render(
-        dict(body), render.Desired(runtime.config.service_image, ranking_replicas=decision.replicas)
+        dict(body),
+        render.Desired(
+            runtime.config.service_image,
+            ranking_replicas=decision.replicas,
+            operator_namespace=runtime.config.pod_namespace or None,
+        ),
     )
     name = f"{body['metadata']['name']}-ranking"
     for manifest in manifests:
@@ -355,7 +369,8 @@ async def _tick(runtime: Runtime, body: kopf.Body, patch: kopf.Patch, logger: An
         if operator_engine and observation.replicas is not None and period_due:
             state.last_decision_at = time.monotonic()
             decision = autoscaler.decide(observation.replicas, p95, time.monotonic())
-            log.info(
+            # Every period, for every CR: DEBUG (a change is logged and posted by _scale).
+            log.debug(
                 "autoscaler decision: %s -> %s (%s)",
                 decision.current,
                 decision.replicas,

@@ -44,6 +44,8 @@ PLURALS: dict[str, str] = {
     "StatefulSet": "statefulsets",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "ScaledObject": "scaledobjects",
+    "NetworkPolicy": "networkpolicies",
+    "Lease": "leases",
     "RecommenderDeployment": "recommenderdeployments",
 }
 

@@ -8,6 +8,7 @@ config they consume, so a config change rolls exactly the pods that read it).
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from freshrank.core.http import REQUEST_LATENCY_METRIC
+from freshrank.core.triton_auth import server_flags
 from freshrank_operator.crd import API_VERSION, KIND, apply_defaults, shared_object_schema
 from freshrank_operator.observe import RANKING_ROUTE
 
@@ -25,12 +27,16 @@ __all__ = [
     "MANAGED_BY",
     "PORTS",
     "SPEC_HASH_ANNOTATION",
+    "TRITON_ADMIN_ENV",
+    "TRITON_ADMIN_SECRET_KEY",
     "Desired",
     "child_key",
     "defaulted",
     "manifest_hash",
     "render",
     "selector_labels",
+    "triton_admin_secret",
+    "triton_admin_secret_name",
 ]
 
 Manifest = dict[str, Any]
@@ -45,6 +51,16 @@ MODELS_MOUNT = "/models"
 CHECKPOINTS_MOUNT = "/checkpoints"
 FEATURE_DATA_MOUNT = "/data"
 GPU_RESOURCE = "nvidia.com/gpu"
+# Users the images run as (Pod Security "restricted" wants them non-root, and the kubelet can
+# only verify that for a numeric user): ours is USER 10001 (Dockerfile); NVIDIA's tritonserver
+# image runs as root unless told, and ships the user triton-server, uid 1000.
+SERVICE_UID = 10001
+TRITON_UID = 1000
+TMP_MOUNT = "/tmp"
+# Triton's restricted control APIs (core.triton_auth) take their key from this Secret, which
+# the operator creates once per CR (reconcile cannot render a random value: renders are pure).
+TRITON_ADMIN_SECRET_KEY = "key"
+TRITON_ADMIN_ENV = "FRESHRANK_TRITON_ADMIN_KEY"
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,10 @@ class Desired:
     # The autoscaler's current decision for the ranking Deployment (operator engine only);
     # None means "start from spec.ranking.replicas".
     ranking_replicas: int | None = None
+    # The operator's own namespace: its pods may scrape the trainer's metrics through the
+    # CR's NetworkPolicy. None (operator outside the cluster, or unknown): operator pods of
+    # any namespace.
+    operator_namespace: str | None = None
 
 
 def defaulted(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,6 +106,11 @@ def child_key(manifest: Mapping[str, Any]) -> tuple[str, str, str]:
 
 def selector_labels(name: str, component: str) -> dict[str, str]:
     return {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": component}
+
+
+def triton_admin_secret_name(name: str) -> str:
+    """The Secret holding the key of the CR's Triton control API (created by the operator)."""
+    return f"{name}-triton-admin"
 
 
 @dataclass(frozen=True)
@@ -123,9 +148,29 @@ def render(cr: Mapping[str, Any], desired: Desired | None = None) -> list[Manife
     manifests += _triton(ctx)
     manifests += _ranking(ctx, config_hash)
     manifests += _autoscaler_objects(ctx)
+    manifests.append(_network_policy(ctx))
     for manifest in manifests:
         manifest["metadata"]["annotations"][SPEC_HASH_ANNOTATION] = manifest_hash(manifest)
     return manifests
+
+
+def triton_admin_secret(cr: Mapping[str, Any], key: str) -> Manifest:
+    """The Secret with the key of the CR's Triton control API, owned by the CR.
+
+    Not part of ``render``: the key is random, made once when the Secret is first created
+    (``freshrank_operator.triton_admin``), and never rendered again (a rendering is pure).
+    """
+    meta = cr["metadata"]
+    ctx = _Cr(meta["name"], meta["namespace"], meta["uid"], {}, Desired())
+    metadata = _metadata(ctx, triton_admin_secret_name(ctx.name), "triton")
+    del metadata["annotations"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": "Opaque",
+        "data": {TRITON_ADMIN_SECRET_KEY: base64.b64encode(key.encode()).decode()},
+    }
 
 
 # --- shared pieces ---------------------------------------------------------------------------
@@ -192,11 +237,42 @@ def _probes(port: int | str) -> dict[str, Any]:
     }
 
 
-_RESTRICTED = {
-    "allowPrivilegeEscalation": False,
-    "runAsNonRoot": True,
-    "capabilities": {"drop": ["ALL"]},
-}
+def _container_security() -> dict[str, Any]:
+    """Pod Security "restricted", per container; the root filesystem is read-only (every
+    pod gets a writable /tmp, and data lives on its volumes)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _pod_security(uid: int, *, writes_volumes: bool) -> dict[str, Any]:
+    """Pod Security "restricted", per pod: a numeric non-root user and the runtime's seccomp.
+
+    ``writes_volumes``: the pod writes its persistent volumes, so they are given to the
+    user's group (``fsGroup``; only when the root's group differs, not a chown of every file
+    at each start). Readers (Triton, ranking) read what the trainer wrote as "other".
+    """
+    security: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if writes_volumes:
+        security["fsGroup"] = uid
+        security["fsGroupChangePolicy"] = "OnRootMismatch"
+    return security
+
+
+def _tmp_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(volume, mount) of the writable scratch directory a read-only root needs."""
+    return (
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "tmp", "mountPath": TMP_MOUNT},
+    )
 
 
 def _env(values: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -230,9 +306,27 @@ def _kafka_credentials_env(ctx: _Cr) -> list[dict[str, Any]]:
     ]
 
 
+def _triton_admin_key_env(ctx: _Cr) -> dict[str, Any]:
+    return {
+        "name": TRITON_ADMIN_ENV,
+        "valueFrom": {
+            "secretKeyRef": {
+                "name": triton_admin_secret_name(ctx.name),
+                "key": TRITON_ADMIN_SECRET_KEY,
+            }
+        },
+    }
+
+
 def _service_container(
-    ctx: _Cr, role: str, env: Mapping[str, Any], resources: dict[str, Any]
+    ctx: _Cr,
+    role: str,
+    env: Mapping[str, Any],
+    resources: dict[str, Any],
+    *,
+    kafka: bool = True,
 ) -> dict[str, Any]:
+    """``kafka``: the role talks to Kafka and gets the credentials (ranking never does)."""
     env_from: list[dict[str, Any]] = [{"configMapRef": {"name": ctx.child("config")}}]
     container: dict[str, Any] = {
         "name": role,
@@ -241,8 +335,8 @@ def _service_container(
         "args": [role],
         "ports": [{"name": "http", "containerPort": PORTS[role], "protocol": "TCP"}],
         "envFrom": env_from,
-        "env": _env(env) + _kafka_credentials_env(ctx),
-        "securityContext": copy.deepcopy(_RESTRICTED),
+        "env": _env(env) + (_kafka_credentials_env(ctx) if kafka else []),
+        "securityContext": _container_security(),
         **_probes("http"),
     }
     if resources:
@@ -251,12 +345,32 @@ def _service_container(
 
 
 def _pod_template(
-    ctx: _Cr, component: str, containers: list[dict[str, Any]], config_hash: str | None
+    ctx: _Cr,
+    component: str,
+    containers: list[dict[str, Any]],
+    config_hash: str | None,
+    *,
+    security: dict[str, Any],
+    volumes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """A pod that passes Pod Security "restricted": ``security`` for the pod, a read-only
+    root with a writable /tmp for each container, and no API token (no service calls the
+    Kubernetes API; the operator does that from its own pod)."""
     metadata: dict[str, Any] = {"labels": selector_labels(ctx.name, component)}
     if config_hash is not None:
         metadata["annotations"] = {CONFIG_HASH_ANNOTATION: config_hash}
-    return {"metadata": metadata, "spec": {"containers": containers}}
+    tmp_volume, tmp_mount = _tmp_volume()
+    for container in containers:
+        container.setdefault("volumeMounts", []).append(copy.deepcopy(tmp_mount))
+    return {
+        "metadata": metadata,
+        "spec": {
+            "automountServiceAccountToken": False,
+            "securityContext": security,
+            "containers": containers,
+            "volumes": [*(volumes or []), tmp_volume],
+        },
+    }
 
 
 def _deployment(
@@ -360,11 +474,15 @@ def _feature(ctx: _Cr, config_hash: str) -> list[Manifest]:
                 "valueFrom": {"secretKeyRef": {"name": secret["name"], "key": secret["key"]}},
             }
         )
-    if mounts:
-        container["volumeMounts"] = mounts
-    template = _pod_template(ctx, "feature", [container], config_hash)
-    if volumes:
-        template["spec"]["volumes"] = volumes
+    container["volumeMounts"] = mounts
+    template = _pod_template(
+        ctx,
+        "feature",
+        [container],
+        config_hash,
+        security=_pod_security(SERVICE_UID, writes_volumes=bool(volumes)),
+        volumes=volumes,
+    )
     deployment = _deployment(ctx, "feature", template, store["replicas"])
     if not store.get("dsnSecret"):
         # A single-writer volume must never have two pods at once.
@@ -425,6 +543,7 @@ def _trainer(ctx: _Cr, config_hash: str) -> list[Manifest]:
         "FRESHRANK_DEVICE": "cuda" if trainer["gpus"] > 0 else "cpu",
     }
     container = _service_container(ctx, "trainer", env, _resources(trainer, trainer["gpus"]))
+    container["env"].append(_triton_admin_key_env(ctx))  # it loads each version it exports
     mounts = [{"name": "checkpoints", "mountPath": CHECKPOINTS_MOUNT}]
     volumes = []
     models = _models_volume(ctx)
@@ -432,10 +551,15 @@ def _trainer(ctx: _Cr, config_hash: str) -> list[Manifest]:
         mounts.append({"name": "models", "mountPath": MODELS_MOUNT})
         volumes.append(models)
     container["volumeMounts"] = mounts
-    template = _pod_template(ctx, "trainer", [container], config_hash)
+    template = _pod_template(
+        ctx,
+        "trainer",
+        [container],
+        config_hash,
+        security=_pod_security(SERVICE_UID, writes_volumes=True),
+        volumes=volumes,
+    )
     template["spec"].update(_gpu_scheduling(trainer, trainer["gpus"]))
-    if volumes:
-        template["spec"]["volumes"] = volumes
     checkpoint = trainer["checkpoint"]
     claim_spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
@@ -477,12 +601,21 @@ def _triton(ctx: _Cr) -> list[Manifest]:
         f"--http-port={TRITON_PORTS['http']}",
         f"--grpc-port={TRITON_PORTS['grpc']}",
         f"--metrics-port={TRITON_PORTS['metrics']}",
+        # Load/unload and the other control APIs need the key only the trainer has; the
+        # kubelet expands $(VAR) from the env, so the key never appears in the pod spec.
+        *server_flags(f"$({TRITON_ADMIN_ENV})"),
     ]
     container: dict[str, Any] = {
         "name": "triton",
         "image": triton["image"],
         "imagePullPolicy": ctx.spec["imagePullPolicy"],
         "args": args,
+        "env": [
+            _triton_admin_key_env(ctx),
+            # Caches (CUDA's ~/.nv, torch's ~/.cache) land on the writable /tmp, not the
+            # read-only root.
+            {"name": "HOME", "value": TMP_MOUNT},
+        ],
         "ports": [
             {"name": port_name, "containerPort": port, "protocol": "TCP"}
             for port_name, port in TRITON_PORTS.items()
@@ -496,18 +629,32 @@ def _triton(ctx: _Cr) -> list[Manifest]:
             "periodSeconds": 10,
             "failureThreshold": 6,
         },
+        "securityContext": _container_security(),
+        # The Python backend's stubs exchange tensors through /dev/shm; the runtime's
+        # default (64 MiB) is too small for batches.
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
     }
     resources = _resources(triton, gpus)
     if resources:
         container["resources"] = resources
-    template = _pod_template(ctx, "triton", [container], None)
-    template["spec"].update(_gpu_scheduling(triton, gpus))
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}
+    ]
     models = _models_volume(ctx)
     if models is not None:
-        container["volumeMounts"] = [
+        container["volumeMounts"].append(
             {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True}
-        ]
-        template["spec"]["volumes"] = [models]
+        )
+        volumes.append(models)
+    template = _pod_template(
+        ctx,
+        "triton",
+        [container],
+        None,
+        security=_pod_security(TRITON_UID, writes_volumes=False),
+        volumes=volumes,
+    )
+    template["spec"].update(_gpu_scheduling(triton, gpus))
     deployment = _deployment(ctx, "triton", template, triton["replicas"])
     return [deployment, _service(ctx, "triton", TRITON_PORTS)]
 
@@ -536,20 +683,83 @@ def _ranking(ctx: _Cr, config_hash: str) -> list[Manifest]:
         "FRESHRANK_MODEL_REPOSITORY": _model_repository_location(ctx),
         "FRESHRANK_HISTORY_LEN": ctx.spec["model"]["historyLength"],
     }
-    container = _service_container(ctx, "ranking", env, _resources(ranking))
-    template = _pod_template(ctx, "ranking", [container], config_hash)
+    # The ranking API reads features over HTTP and never Kafka: no Kafka credentials.
+    container = _service_container(ctx, "ranking", env, _resources(ranking), kafka=False)
+    volumes: list[dict[str, Any]] = []
     models = _models_volume(ctx)
     if models is not None:
         # The ranking API reads each version's ids.json (string IDs -> embedding rows).
         container["volumeMounts"] = [
             {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True}
         ]
-        template["spec"]["volumes"] = [models]
+        volumes.append(models)
+    template = _pod_template(
+        ctx,
+        "ranking",
+        [container],
+        config_hash,
+        security=_pod_security(SERVICE_UID, writes_volumes=False),
+        volumes=volumes,
+    )
     template["metadata"].setdefault("annotations", {}).update(
         {"prometheus.io/scrape": "true", "prometheus.io/port": str(PORTS["ranking"])}
     )
     deployment = _deployment(ctx, "ranking", template, _ranking_replicas(ctx))
     return [deployment, _service(ctx, "ranking", {"http": PORTS["ranking"]})]
+
+
+def _tcp(*ports: int) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": port} for port in ports]
+
+
+def _operator_peer(ctx: _Cr) -> dict[str, Any]:
+    """The operator's pods (the chart's labels), which scrape the trainer's metrics."""
+    namespaces: dict[str, Any] = {}
+    if ctx.desired.operator_namespace:
+        namespaces = {
+            "matchLabels": {"kubernetes.io/metadata.name": ctx.desired.operator_namespace}
+        }
+    return {
+        "namespaceSelector": namespaces,
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "freshrank",
+                "app.kubernetes.io/component": "operator",
+            }
+        },
+    }
+
+
+def _network_policy(ctx: _Cr) -> Manifest:
+    """Ingress to the CR's pods: the ranking API from anywhere, everything else from peers.
+
+    One policy selects every pod of the CR; each rule names the port it opens, and ports are
+    unique per component (ranking 8080, feature 8081, trainer 8082, Triton 8000-8002), so:
+    feature only from ranking; Triton's HTTP/gRPC only from ranking (inference) and the
+    trainer (loads); the trainer's metrics only from the operator. Egress is left open
+    (Kafka, PostgreSQL, OTLP, object stores live outside). Policies add up: a Prometheus
+    scraping the other ports is let in by a policy of its own (see the chart README).
+    """
+
+    def pods(component: str) -> dict[str, Any]:
+        return {"podSelector": {"matchLabels": selector_labels(ctx.name, component)}}
+
+    triton_api = (TRITON_PORTS["http"], TRITON_PORTS["grpc"])
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(ctx, ctx.child("network"), "network"),
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/instance": ctx.name}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"ports": _tcp(PORTS["ranking"])},
+                {"from": [pods("ranking")], "ports": _tcp(PORTS["feature"], *triton_api)},
+                {"from": [pods("trainer")], "ports": _tcp(*triton_api)},
+                {"from": [_operator_peer(ctx)], "ports": _tcp(PORTS["trainer"])},
+            ],
+        },
+    }
 
 
 def latency_query(name: str, namespace: str, window_seconds: int) -> str:

@@ -46,6 +46,7 @@ RESOURCES: list[tuple[str, str, bool, set[str]]] = [
     ("apps/v1/statefulsets", "StatefulSet", True, {"status", "scale"}),
     ("autoscaling/v2/horizontalpodautoscalers", "HorizontalPodAutoscaler", True, {"status"}),
     ("keda.sh/v1alpha1/scaledobjects", "ScaledObject", True, {"status"}),
+    ("networking.k8s.io/v1/networkpolicies", "NetworkPolicy", True, set()),
 ]
 
 CHILD_RESOURCES = {
@@ -56,6 +57,7 @@ CHILD_RESOURCES = {
     "StatefulSet": "apps/v1/statefulsets",
     "HorizontalPodAutoscaler": "autoscaling/v2/horizontalpodautoscalers",
     "ScaledObject": "keda.sh/v1alpha1/scaledobjects",
+    "NetworkPolicy": "networking.k8s.io/v1/networkpolicies",
 }
 
 
@@ -292,9 +294,12 @@ def emulator_config(url: str, namespace: str = "default", **overrides: Any) -> O
 
 @contextlib.asynccontextmanager
 async def operator_thread(
-    config: OperatorConfig, *, serve_metrics: bool = False
+    config: OperatorConfig, *, serve_metrics: bool = False, wait_ready: bool = True
 ) -> AsyncIterator[Runtime]:
-    """Run the operator in a thread until the block exits; re-raise what killed it."""
+    """Run the operator in a thread until the block exits; re-raise what killed it.
+
+    ``wait_ready``: enter the block once Kopf runs (False: at once, e.g. a standby replica).
+    """
     runtime = Runtime(config)
     stop, ready = threading.Event(), threading.Event()
     failures: list[BaseException] = []
@@ -316,10 +321,10 @@ async def operator_thread(
     thread = threading.Thread(target=target, name="kopf-operator", daemon=True)
     thread.start()
     try:
-        await asyncio.to_thread(ready.wait, 30)
+        await asyncio.to_thread(ready.wait, 30 if wait_ready else 0)
         if failures:
             raise failures[0]
-        if not ready.is_set():
+        if wait_ready and not ready.is_set():
             raise TimeoutError("the operator did not become ready in 30 s")
         yield runtime
     finally:

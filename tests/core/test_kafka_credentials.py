@@ -6,6 +6,7 @@ import pytest
 
 from freshrank.core.kafka import (
     CREDENTIAL_KEYS,
+    LIBRDKAFKA_LOGGER,
     AsyncConsumer,
     DeadLetters,
     KafkaCredentials,
@@ -55,10 +56,14 @@ def test_the_password_never_shows_in_reprs() -> None:
 
 
 def test_admin_config_is_plaintext_without_credentials() -> None:
-    assert admin_config("k:9092") == {"bootstrap.servers": "k:9092"}
+    assert admin_config("k:9092") == {
+        "bootstrap.servers": "k:9092",
+        "logger": LIBRDKAFKA_LOGGER,
+    }
     credentials = KafkaCredentials.from_values({"username": "u", "password": "p"})
     assert admin_config("k:9092", credentials) == {
         "bootstrap.servers": "k:9092",
+        "logger": LIBRDKAFKA_LOGGER,
         **credentials.client_config(),
     }
 

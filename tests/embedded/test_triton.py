@@ -104,3 +104,39 @@ def test_partial_version_is_never_visible(model_repository: Path) -> None:
         )
     assert repo.versions() == []
     assert [p.name for p in repo.model_dir.iterdir() if p.name.startswith(".tmp")] == []
+
+
+async def test_model_control_answers_only_the_key_holder(
+    tmp_path: Path, model_repository: Path
+) -> None:
+    """One unauthenticated request must not unload the served model; the trainer's loads work."""
+    import tritonclient.utils
+
+    from freshrank.core.triton_auth import ADMIN_KEY_HEADER
+    from freshrank.trainer.exporter import TritonControl
+
+    repo = ModelRepository(model_repository, MODEL)
+    _write_version(repo, seed=1)
+    with EmbeddedTriton(tmp_path, model_repository, admin_key="k3y-for-tests") as triton:
+        trainer = TritonControl(triton.http_url, admin_key="k3y-for-tests")
+        try:
+            await trainer.load_and_wait(MODEL, 1, timeout_s=120.0)
+        finally:
+            await trainer.close()
+        http = httpclient.InferenceServerClient(triton.http_url)
+        grpc = grpcclient.InferenceServerClient(triton.grpc_url)
+        for unload in (http.unload_model, grpc.unload_model):
+            with pytest.raises(tritonclient.utils.InferenceServerException) as refused:
+                unload(MODEL)
+            assert ADMIN_KEY_HEADER in str(refused.value)
+        with pytest.raises(tritonclient.utils.InferenceServerException):
+            http.unload_model(MODEL, headers={ADMIN_KEY_HEADER: "guessed"})
+        with pytest.raises(tritonclient.utils.InferenceServerException):
+            http.load_model(MODEL)  # a load without the key is refused too
+        # Still served, and inference, health and metadata need no key (ranking, probes).
+        assert http.is_model_ready(MODEL, "1")
+        assert http.is_server_live()
+        candidates = np.arange(1, 20, dtype=np.int64).reshape(1, 19)
+        result = http.infer(MODEL, _inputs(httpclient, candidates), model_version="1")
+        assert result.as_numpy("scores").shape == (1, 19)
+        assert http.get_model_metadata(MODEL)["name"] == MODEL

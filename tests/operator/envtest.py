@@ -46,6 +46,7 @@ CHILD_KINDS = {
     "Deployment": "apps/v1",
     "StatefulSet": "apps/v1",
     "HorizontalPodAutoscaler": "autoscaling/v2",
+    "NetworkPolicy": "networking.k8s.io/v1",
 }
 
 

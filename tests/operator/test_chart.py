@@ -52,17 +52,19 @@ def test_rbac_covers_what_the_operator_does() -> None:
     for api_version, kind in reconcile.CHILD_KINDS:
         for verb in ("get", "list", "create", "patch", "delete"):
             needed.add((_group(api_version), PLURALS[kind], verb))
-    needed |= {("", "secrets", "get"), ("", "pods", "list"), ("", "events", "create")}
+    needed |= {("", "secrets", "get"), ("", "secrets", "create"), ("", "pods", "list")}
+    needed |= {("", "events", "create")}
     assert needed <= granted, sorted(needed - granted)
 
 
 def test_rbac_is_least_privilege() -> None:
-    for name in ("rbac-rules.yaml", "cluster-rules.yaml", "peering-rules.yaml"):
+    for name in ("rbac-rules.yaml", "cluster-rules.yaml", "leader-rules.yaml"):
         for rule in _rules(name):
             assert "*" not in rule["verbs"], rule
             assert "*" not in rule["resources"], rule
     secrets = [r for r in _rules("rbac-rules.yaml") if "secrets" in r["resources"]]
-    assert [r["verbs"] for r in secrets] == [["get"]]  # existence checks only: no list/watch
+    # Existence checks and the Triton admin-key Secret, created once: no list/watch/update.
+    assert [r["verbs"] for r in secrets] == [["get", "create"]]
     cluster = _granted(_rules("cluster-rules.yaml"))
     assert all(verb in {"get", "list", "watch"} for _, _, verb in cluster)
 
@@ -77,3 +79,18 @@ def test_templates_wire_the_operator() -> None:
     assert "files/rbac-rules.yaml" in rbac
     assert "kind: Role\n" in rbac
     assert (CHART / "templates" / "serviceaccount.yaml").exists()
+
+
+def test_several_replicas_elect_a_leader_instead_of_kopf_peering() -> None:
+    """Kopf peering paused every replica of equal priority (all of them) and shipped no CRDs:
+    the chart runs leader election on a Lease, with RBAC for that Lease only."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert "peering" not in values
+    assert values["leaderElection"]["enabled"] is True
+    deployment = (CHART / "templates" / "deployment.yaml").read_text()
+    for env in ("FRESHRANK_LEADER_ELECTION", "FRESHRANK_POD_NAME", "FRESHRANK_POD_NAMESPACE"):
+        assert env in deployment
+    assert "FRESHRANK_STANDALONE" not in deployment
+    assert _granted(_rules("leader-rules.yaml")) == {
+        ("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update")
+    }

@@ -23,6 +23,7 @@ UPSTREAM_KINDS = {
     "Deployment",
     "StatefulSet",
     "HorizontalPodAutoscaler",
+    "NetworkPolicy",
 }
 
 
@@ -82,6 +83,7 @@ def test_minimal_renders_the_whole_stack() -> None:
         ("Service", "shop-triton"),
         ("Deployment", "shop-ranking"),
         ("Service", "shop-ranking"),
+        ("NetworkPolicy", "shop-network"),
     }
 
 
@@ -94,9 +96,8 @@ def test_gpu_example_puts_triton_and_trainer_on_gpu_nodes() -> None:
     assert container["image"].startswith("nvcr.io/nvidia/tritonserver:")
     assert triton["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert triton["tolerations"][0]["key"] == "nvidia.com/gpu"
-    assert triton["volumes"] == [
-        {"name": "models", "persistentVolumeClaim": {"claimName": "gpu-model-repository"}}
-    ]
+    models = {"name": "models", "persistentVolumeClaim": {"claimName": "gpu-model-repository"}}
+    assert models in triton["volumes"]
     trainer = children[("StatefulSet", "shop-gpu-trainer")]["spec"]
     assert (
         trainer["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -230,7 +231,7 @@ def test_model_repository_url_needs_no_volume() -> None:
     assert ("PersistentVolumeClaim", "shop-models") not in children
     triton = children[("Deployment", "shop-triton")]["spec"]["template"]["spec"]
     assert "--model-repository=s3://bucket/models" in triton["containers"][0]["args"]
-    assert "volumes" not in triton
+    assert not [v for v in triton["volumes"] if "persistentVolumeClaim" in v]
 
 
 def test_every_env_var_is_a_setting_of_the_role_that_reads_it() -> None:
@@ -256,3 +257,187 @@ def test_every_env_var_is_a_setting_of_the_role_that_reads_it() -> None:
         env = {e["name"] for e in container["containers"][0]["env"]}
         env |= {k for k in config if k.startswith("FRESHRANK_")}
         assert env <= known, f"{role}: unknown settings {sorted(env - known)}"
+
+
+def _pod_templates(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """component -> pod template of every workload rendered."""
+    return {
+        m["metadata"]["labels"]["app.kubernetes.io/component"]: m["spec"]["template"]
+        for m in manifests
+        if m["kind"] in {"Deployment", "StatefulSet"}
+    }
+
+
+# Pod Security Standards, "restricted" (Kubernetes 1.28), as the admission plugin checks them.
+_RESTRICTED_VOLUME_SOURCES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def _restricted_violations(pod: dict[str, Any]) -> list[str]:
+    problems = []
+    pod_security = pod.get("securityContext") or {}
+    for host in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(host):
+            problems.append(host)
+    for volume in pod.get("volumes") or []:
+        sources = set(volume) - {"name"}
+        if not sources <= _RESTRICTED_VOLUME_SOURCES:
+            problems.append(f"volume {volume['name']}: {sources}")
+    containers = [*(pod.get("initContainers") or []), *pod["containers"]]
+    for container in containers:
+        security = container.get("securityContext") or {}
+        name = container["name"]
+        if security.get("privileged"):
+            problems.append(f"{name}: privileged")
+        if security.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation != false")
+        non_root = security.get("runAsNonRoot", pod_security.get("runAsNonRoot"))
+        if non_root is not True:
+            problems.append(f"{name}: runAsNonRoot != true")
+        if security.get("runAsUser", pod_security.get("runAsUser")) == 0:
+            problems.append(f"{name}: runAsUser 0")
+        seccomp = security.get("seccompProfile", pod_security.get("seccompProfile")) or {}
+        if seccomp.get("type") not in {"RuntimeDefault", "Localhost"}:
+            problems.append(f"{name}: seccompProfile {seccomp}")
+        capabilities = security.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []):
+            problems.append(f"{name}: capabilities.drop lacks ALL")
+        if not set(capabilities.get("add") or []) <= {"NET_BIND_SERVICE"}:
+            problems.append(f"{name}: capabilities.add {capabilities['add']}")
+        if any(port.get("hostPort") for port in container.get("ports") or []):
+            problems.append(f"{name}: hostPort")
+    return problems
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_pod_passes_pod_security_restricted(path: Path) -> None:
+    """Unit check of the profile; the API server's own admission is in tests/envtest."""
+    templates = _pod_templates(render.render(_cr(path)))
+    assert set(templates) == {"feature", "trainer", "triton", "ranking"}
+    for component, template in templates.items():
+        pod = template["spec"]
+        assert _restricted_violations(pod) == [], component
+        # Beyond the profile, where it fits: no API token, a read-only root with /tmp.
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsUser"] != 0
+        for container in pod["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+            volume = next(v for v in pod["volumes"] if v["name"] == tmp[0]["name"])
+            assert "emptyDir" in volume
+
+
+def test_pods_run_as_the_users_their_images_have() -> None:
+    templates = _pod_templates(render.render(_cr(REPO / "docs/examples/recdep-minimal.yaml")))
+    user = {c: t["spec"]["securityContext"]["runAsUser"] for c, t in templates.items()}
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert f"USER {render.SERVICE_UID}" in dockerfile
+    assert user == {
+        "feature": render.SERVICE_UID,
+        "trainer": render.SERVICE_UID,
+        "ranking": render.SERVICE_UID,
+        "triton": 1000,  # NVIDIA's image: user triton-server
+    }
+    # Writers own their volumes through the group; readers do not re-own shared ones.
+    fs_group = {c: t["spec"]["securityContext"].get("fsGroup") for c, t in templates.items()}
+    assert fs_group == {
+        "feature": render.SERVICE_UID,
+        "trainer": render.SERVICE_UID,
+        "ranking": None,
+        "triton": None,
+    }
+
+
+def _env(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in template["spec"]["containers"][0].get("env") or []}
+
+
+def test_ranking_gets_no_kafka_credentials() -> None:
+    templates = _pod_templates(render.render(_cr(REPO / "docs/examples/recdep-gpu-full.yaml")))
+    for component in ("feature", "trainer"):
+        assert "FRESHRANK_KAFKA_PASSWORD" in _env(templates[component])
+    secrets = {
+        component: {
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for e in _env(template).values()
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        for component, template in templates.items()
+    }
+    assert secrets["ranking"] == set()  # it reads features over HTTP, never Kafka
+    assert secrets["triton"] == {render.triton_admin_secret_name("shop-gpu")}
+
+
+def test_triton_model_control_needs_the_key_only_the_trainer_gets() -> None:
+    from freshrank.core.triton_auth import ADMIN_KEY_HEADER
+
+    templates = _pod_templates(render.render(_cr(REPO / "docs/examples/recdep-minimal.yaml")))
+    key_ref = {
+        "secretKeyRef": {
+            "name": render.triton_admin_secret_name("shop"),
+            "key": render.TRITON_ADMIN_SECRET_KEY,
+        }
+    }
+    triton = templates["triton"]["spec"]["containers"][0]
+    apis = "model-repository,model-config,shared-memory,statistics,trace,logging"
+    restriction = f"{apis}:{ADMIN_KEY_HEADER}=$({render.TRITON_ADMIN_ENV})"
+    assert f"--http-restricted-api={restriction}" in triton["args"]
+    assert f"--grpc-restricted-protocol={restriction}" in triton["args"]
+    assert _env(templates["triton"])[render.TRITON_ADMIN_ENV]["valueFrom"] == key_ref
+    assert _env(templates["trainer"])[render.TRITON_ADMIN_ENV]["valueFrom"] == key_ref
+    assert render.TRITON_ADMIN_ENV not in _env(templates["ranking"])
+    assert render.TRITON_ADMIN_ENV not in _env(templates["feature"])
+
+
+def test_network_policy_opens_only_the_ranking_api_to_the_outside() -> None:
+    children = _by_key(
+        render.render(
+            _cr(REPO / "docs/examples/recdep-minimal.yaml"),
+            render.Desired(operator_namespace="freshrank-system"),
+        )
+    )
+    policy = children[("NetworkPolicy", "shop-network")]["spec"]
+    assert policy["podSelector"] == {"matchLabels": {"app.kubernetes.io/instance": "shop"}}
+    assert policy["policyTypes"] == ["Ingress"]
+
+    def allowed(port: int) -> list[Any]:
+        """The sources each rule admits on ``port`` (None: anywhere)."""
+        return [
+            rule.get("from")
+            for rule in policy["ingress"]
+            if any(p["port"] == port for p in rule["ports"])
+        ]
+
+    def components(sources: list[Any]) -> set[str]:
+        return {
+            peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            for source in sources
+            for peer in source
+        }
+
+    assert allowed(8080) == [None]  # ranking: anyone
+    assert components(allowed(8081)) == {"ranking"}  # feature
+    assert components(allowed(8000)) == components(allowed(8001)) == {"ranking", "trainer"}
+    assert allowed(8002) == []  # Triton metrics: nobody unless a policy of your own adds it
+    (operator,) = allowed(8082)[0]  # trainer metrics: the operator scrapes them
+    assert operator["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "freshrank-system"}
+    }
+    assert operator["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    # Every port a pod declares is covered by a rule (nothing the CR runs is cut off).
+    declared = {
+        port["containerPort"]
+        for m in children.values()
+        if m["kind"] in {"Deployment", "StatefulSet"}
+        for c in m["spec"]["template"]["spec"]["containers"]
+        for port in c["ports"]
+    }
+    assert {p for p in declared if allowed(p)} == declared - {8002}

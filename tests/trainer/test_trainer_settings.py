@@ -48,3 +48,12 @@ def test_operator_environment_is_understood() -> None:
 def test_bad_values_are_refused_with_the_field_named(field: str, value: Any) -> None:
     with pytest.raises(ValueError, match=field.split("_")[0]):
         TrainerSettings(**{field: value})
+
+
+def test_the_triton_admin_key_is_read_and_never_shown() -> None:
+    """The operator passes the key of Triton's control API (core.triton_auth) by env."""
+    settings = load_settings(
+        TrainerSettings, environ={**OPERATOR_ENV, "FRESHRANK_TRITON_ADMIN_KEY": "s3cret-key"}
+    )
+    assert settings.triton_admin_key == "s3cret-key"
+    assert "s3cret-key" not in repr(settings)

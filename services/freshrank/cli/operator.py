@@ -34,18 +34,18 @@ def register(subparsers: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from freshrank.core.logs import setup_logging
     from freshrank.core.settings import load_settings
     from freshrank.core.telemetry import setup_tracing
     from freshrank_operator.config import OperatorConfig
     from freshrank_operator.crd import crd_path
+    from freshrank_operator.logs import setup_operator_logging
     from freshrank_operator.runtime import run_operator
 
     if args.print_crd:
         print(crd_path().read_text(), end="")
         return 0
     config = load_settings(OperatorConfig, args)
-    setup_logging(config.log_level)
+    setup_operator_logging(config.log_level)
     setup_tracing(
         "freshrank-operator",
         otlp_endpoint=config.otlp_endpoint,

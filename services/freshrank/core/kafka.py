@@ -41,6 +41,7 @@ from freshrank.core.telemetry import headers_with_trace
 __all__ = [
     "CREDENTIAL_KEYS",
     "ERROR_HEADER",
+    "LIBRDKAFKA_LOGGER",
     "SOURCE_HEADER",
     "AsyncConsumer",
     "CredentialKey",
@@ -62,6 +63,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# librdkafka writes its own lines (connection failures, rebalances) straight to stderr in its
+# own format unless a logger is configured: every client config here routes them into Python
+# logging, so they come out as our JSON lines. They are delivered from poll()/consume()/flush().
+LIBRDKAFKA_LOGGER = logging.getLogger("freshrank.kafka.librdkafka")
 ERROR_HEADER = "freshrank-error"
 # "<topic>:<partition>:<offset>" of the original message. Dead letters are at least once (a
 # crash after publishing, before the checkpoint, publishes again on restart): this is the key
@@ -137,6 +142,7 @@ CREDENTIAL_KEYS: dict[str, CredentialKey] = {
 def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
+        "logger": LIBRDKAFKA_LOGGER,
         "linger.ms": 5,
         "compression.type": "lz4",
         # A retried batch is written once per partition (no duplicates from lost acks). Kafka
@@ -151,6 +157,7 @@ def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
 def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
+        "logger": LIBRDKAFKA_LOGGER,
         "group.id": group,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -177,17 +184,20 @@ def ensure_topics(
     ``credentials``: SASL/TLS settings for a secured cluster (None: plaintext).
     """
     admin = AdminClient(admin_config(bootstrap, credentials))
-    existing = set(admin.list_topics(timeout=timeout).topics)
-    missing = [NewTopic(t, num_partitions=partitions) for t in topics if t not in existing]
-    if not missing:
-        return
-    for topic, future in admin.create_topics(missing, request_timeout=timeout).items():
-        try:
-            future.result(timeout)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-        log.info("topic ensured", extra={"topic": topic})
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+        missing = [NewTopic(t, num_partitions=partitions) for t in topics if t not in existing]
+        if not missing:
+            return
+        for topic, future in admin.create_topics(missing, request_timeout=timeout).items():
+            try:
+                future.result(timeout)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+            log.info("topic ensured", extra={"topic": topic})
+    finally:
+        admin.poll(0)  # deliver what librdkafka logged meanwhile (connect failures: the why)
 
 
 def credentials_from_settings(settings: CommonSettings) -> KafkaCredentials | None:
@@ -205,7 +215,7 @@ def security_config(settings: CommonSettings) -> dict[str, str]:
 
 
 def admin_config(bootstrap: str, credentials: KafkaCredentials | None = None) -> dict[str, Any]:
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap}
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOGGER}
     if credentials is not None:
         config.update(credentials.client_config())
     return config

@@ -17,6 +17,7 @@ from typing import Self
 
 import pytriton
 
+from freshrank.core.triton_auth import server_flags
 from freshrank.embedded.process import EmbeddedComponent, ManagedProcess, free_port, http_ok
 
 __all__ = ["EmbeddedTriton", "triton_distribution"]
@@ -64,8 +65,12 @@ class EmbeddedTriton(EmbeddedComponent):
         http_port: int | None = None,
         grpc_port: int | None = None,
         metrics_port: int | None = None,
+        admin_key: str = "",
     ) -> None:
         self.model_repository = model_repository
+        # Non-empty: the control APIs (load/unload, config, ...) answer only requests that
+        # carry it (core.triton_auth); inference and health stay open.
+        self.admin_key = admin_key
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
         self.metrics_port = metrics_port or free_port()
@@ -89,6 +94,7 @@ class EmbeddedTriton(EmbeddedComponent):
             # (another torch import, seconds) for every model load.
             "--disable-auto-complete-config",
             *(f"--load-model={name}" for name in load_models),
+            *(server_flags(admin_key) if admin_key else []),
         ]
         self.process = ManagedProcess(
             "triton", argv, log_path=workdir / "logs" / "triton.log", env=_server_env()

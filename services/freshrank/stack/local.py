@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -53,7 +54,10 @@ class LocalStack(StartStop):
         self.workdir = config.workdir.resolve()
         self.model_repository = self.workdir / "models"
         self.broker = EmbeddedBroker(self.workdir)
-        self.triton = EmbeddedTriton(self.workdir, self.model_repository)
+        # As in a cluster: Triton's model control answers the trainer only (core.triton_auth).
+        self.triton = EmbeddedTriton(
+            self.workdir, self.model_repository, admin_key=secrets.token_urlsafe(24)
+        )
         self.ports = {"feature": free_port(), "trainer": free_port(), "ranking": free_port()}
         self.services: dict[str, ManagedProcess] = {}
         self.supervisor = Supervisor()
@@ -88,6 +92,8 @@ class LocalStack(StartStop):
                 "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
             }
         )
+        if role == "trainer":
+            env["FRESHRANK_TRITON_ADMIN_KEY"] = self.triton.admin_key
         env.update(self.config.extra_env)
         return env
 

@@ -34,6 +34,7 @@ import tritonclient.http.aio as triton_http
 from opentelemetry import trace
 
 from freshrank.core.model_repo import ExportRecord, ModelRepository
+from freshrank.core.triton_auth import admin_headers
 from freshrank.trainer.metrics import TrainerMetrics
 
 __all__ = ["ExportFailed", "Exporter", "StagedExport", "TritonControl"]
@@ -62,14 +63,19 @@ class StagedExport:
 
 
 class TritonControl:
-    """Explicit model control over Triton's HTTP API (async client)."""
+    """Explicit model control over Triton's HTTP API (async client).
 
-    def __init__(self, url: str) -> None:
+    ``admin_key``: the key Triton's restricted control APIs expect (``core.triton_auth``);
+    empty for a server started without one.
+    """
+
+    def __init__(self, url: str, admin_key: str = "") -> None:
         self.url = url
         self._client = triton_http.InferenceServerClient(url)
+        self._control_headers = admin_headers(admin_key)
 
     async def load(self, model: str) -> None:
-        await self._client.load_model(model)
+        await self._client.load_model(model, headers=self._control_headers)
 
     async def is_ready(self, model: str, version: int, timeout_s: float) -> bool:
         async with asyncio.timeout(timeout_s):

@@ -35,7 +35,11 @@ def build_trainer(
     settings: TrainerSettings, registry: CollectorRegistry, learner: Learner | None = None
 ) -> TrainerLoop:
     metrics = TrainerMetrics(registry)
-    triton = TritonControl(settings.triton_host_port) if settings.triton_url else None
+    triton = (
+        TritonControl(settings.triton_host_port, settings.triton_admin_key)
+        if settings.triton_url
+        else None
+    )
     repository = ModelRepository(
         Path(settings.model_repository), settings.triton_model, manifest_keep=settings.manifest_keep
     )

@@ -23,6 +23,13 @@ class TrainerSettings(CommonSettings):
     model_repository: str = opt("models", "Triton model repository the trainer exports into")
     checkpoint_dir: str = opt("checkpoints", "directory of the trainer checkpoint")
     triton_url: str = opt("127.0.0.1:8000", "Triton HTTP host:port; empty: export without loading")
+    # Triton's control APIs answer only callers with this key (core.triton_auth); the operator
+    # sets it from the <name>-triton-admin Secret.
+    triton_admin_key: str = dataclasses.field(
+        default="",
+        repr=False,
+        metadata={"help": "key for Triton's restricted model-control API; empty: none sent"},
+    )
     # Model and learner.
     architecture: str = opt("mf", "model architecture (see freshrank.model.registry)")
     dim: int = opt(32, "embedding dimension")

@@ -122,14 +122,10 @@ async def test_example_cr_gets_children_and_status(
     async with operator_thread(config):
         created = await client.request("POST", path, body=body)
         assert created["spec"]["autoscaling"]["engine"] == "operator"  # server-side default
-        expected = {(m["kind"], m["metadata"]["name"]) for m in render.render(created)}
+        expected = [render.child_key(m) for m in render.render(created)]
 
         async def children_present() -> bool:
-            for kind, name in expected:
-                api_version = {
-                    "Deployment": "apps/v1",
-                    "StatefulSet": "apps/v1",
-                }.get(kind, "v1")
+            for api_version, kind, name in expected:
                 if await client.get_or_none(api_version, kind, namespace, name) is None:
                     return False
             return True
