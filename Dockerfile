@@ -1,14 +1,23 @@
 # One image for the operator and every freshrank service: `freshrank <role>`
 # (operator, feature, trainer, ranking). Triton runs NVIDIA's own image.
+#
+#   docker build -t freshrank:0.1.0 .                                      CPU torch
+#   docker build --build-arg TORCH_VARIANT=cu128 -t freshrank:0.1.0-cuda .  CUDA torch
+#
+# The CUDA variant has the same entry point; the operator runs it for trainers with
+# `trainer.gpus > 0` (the CR's image tag with `-cuda`, or `trainer.image`). The CUDA wheels
+# carry their CUDA runtime; the node's driver comes from the NVIDIA container toolkit.
 FROM python:3.11-slim AS build
+ARG TORCH_VARIANT=cpu
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 
-# torch first, from the CPU wheel index: anything resolving torch later finds it satisfied
-# instead of pulling the multi-GB CUDA build. (GPU trainers use a CUDA base image variant.)
+# torch first, from the wheel index of the variant: anything resolving torch later finds it
+# satisfied instead of pulling another build.
 RUN python -m venv /opt/freshrank \
- && /opt/freshrank/bin/pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+ && /opt/freshrank/bin/pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" \
+      torch==2.13.0
 
 COPY pyproject.toml requirements.lock README.md* ./
 COPY protos ./protos

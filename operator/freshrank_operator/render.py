@@ -31,6 +31,7 @@ __all__ = [
     "TRITON_ADMIN_SECRET_KEY",
     "Desired",
     "child_key",
+    "cuda_variant",
     "defaulted",
     "manifest_hash",
     "render",
@@ -97,6 +98,17 @@ def manifest_hash(manifest: Mapping[str, Any]) -> str:
         body["metadata"] = metadata
     encoded = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def cuda_variant(image: str) -> str:
+    """The CUDA build of a freshrank image: the same tag with ``-cuda`` (Dockerfile's
+    ``TORCH_VARIANT`` build arg). A digest names one build, so it is used as it is."""
+    if "@" in image:
+        return image
+    repository, _, tag = image.rpartition(":")
+    if not repository or "/" in tag:  # no tag: "registry:5000/freshrank" has a port, not a tag
+        return f"{image}:latest-cuda"
+    return f"{repository}:{tag}-cuda"
 
 
 def child_key(manifest: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -543,6 +555,9 @@ def _trainer(ctx: _Cr, config_hash: str) -> list[Manifest]:
         "FRESHRANK_DEVICE": "cuda" if trainer["gpus"] > 0 else "cpu",
     }
     container = _service_container(ctx, "trainer", env, _resources(trainer, trainer["gpus"]))
+    container["image"] = trainer.get("image") or (
+        cuda_variant(ctx.image) if trainer["gpus"] > 0 else ctx.image
+    )
     container["env"].append(_triton_admin_key_env(ctx))  # it loads each version it exports
     mounts = [{"name": "checkpoints", "mountPath": CHECKPOINTS_MOUNT}]
     volumes = []

@@ -441,3 +441,31 @@ def test_network_policy_opens_only_the_ranking_api_to_the_outside() -> None:
         for port in c["ports"]
     }
     assert {p for p in declared if allowed(p)} == declared - {8002}
+
+
+def _trainer_image(cr: dict[str, Any]) -> str:
+    trainer = _by_key(render.render(cr))[("StatefulSet", f"{cr['metadata']['name']}-trainer")]
+    image: str = trainer["spec"]["template"]["spec"]["containers"][0]["image"]
+    return image
+
+
+def test_a_gpu_trainer_runs_the_cuda_variant_of_the_image() -> None:
+    cr = _cr(REPO / "docs/examples/recdep-minimal.yaml")
+    cr["spec"]["image"] = "registry.example:5000/freshrank:0.2.0"
+    assert _trainer_image(cr) == "registry.example:5000/freshrank:0.2.0"
+    cr["spec"]["trainer"] = {"gpus": 1}
+    assert _trainer_image(cr) == "registry.example:5000/freshrank:0.2.0-cuda"
+    cr["spec"]["trainer"]["image"] = "mine/trainer:gpu"
+    assert _trainer_image(cr) == "mine/trainer:gpu"
+
+
+@pytest.mark.parametrize(
+    ("image", "variant"),
+    [
+        ("ghcr.io/freshrank/freshrank:0.1.0", "ghcr.io/freshrank/freshrank:0.1.0-cuda"),
+        ("registry.example:5000/freshrank", "registry.example:5000/freshrank:latest-cuda"),
+        ("freshrank@sha256:" + "a" * 64, "freshrank@sha256:" + "a" * 64),
+    ],
+)
+def test_cuda_variant_names_the_cuda_tag(image: str, variant: str) -> None:
+    assert render.cuda_variant(image) == variant
