@@ -53,6 +53,12 @@ class RankingModel(nn.Module):
         scores: torch.Tensor = self(user_row, history_rows, candidates)
         return scores
 
+    def train_targets(
+        self, positive_rows: torch.Tensor, history_rows: torch.Tensor
+    ) -> torch.Tensor:
+        """The target row of each row ``train_scores`` returns (here: the positives)."""
+        return positive_rows
+
     def observe_items(self, item_rows: torch.Tensor, decay: float) -> None:
         """Stream statistics a model keeps outside gradients (a popularity prior); none here."""
 

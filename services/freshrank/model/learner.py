@@ -449,13 +449,13 @@ class OnlineLearner(PrequentialLearner):
                 shared = catalogue[
                     self.rng.integers(0, len(catalogue), self.config.train_negatives)
                 ]
-                negatives = np.broadcast_to(shared, (len(items), len(shared)))
+                positives, history_tensor = self._tensor(items), self._tensor(histories)
                 logits = self.model.train_scores(
-                    self._tensor(users[:, None]),
-                    self._tensor(histories),
-                    self._tensor(items),
-                    self._tensor(shared),
+                    self._tensor(users[:, None]), history_tensor, positives, self._tensor(shared)
                 ).float()
+                # A model may train several (state, next item) pairs per event (SASRec).
+                items = self.model.train_targets(positives, history_tensor).cpu().numpy()
+                negatives = np.broadcast_to(shared, (len(items), len(shared)))
             else:
                 negatives = catalogue[
                     self.rng.integers(0, len(catalogue), (len(users), self.config.train_negatives))
@@ -466,7 +466,7 @@ class OnlineLearner(PrequentialLearner):
                 ).float()
         accidental = self._tensor(negatives == items[:, None])
         logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(accidental, -1e9)], dim=1)
-        target = torch.zeros(len(users), dtype=torch.long, device=self.device)
+        target = torch.zeros(logits.shape[0], dtype=torch.long, device=self.device)
         loss = nn.functional.cross_entropy(logits, target)
         self.sparse_optimizer.zero_grad(set_to_none=True)
         if self.dense_optimizer is not None:

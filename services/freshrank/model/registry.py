@@ -19,11 +19,11 @@ ARCHITECTURES: dict[str, Callable[[ModelConfig], RankingModel]] = {
 
 
 # Learner settings an architecture trains with unless told otherwise (trainer and eval alike),
-# the same on every stream. The sequence model's score is a dot product, so it can afford a
-# sampled softmax over many negatives shared by the batch (uniform proposals: the logQ
-# correction is a constant and drops out) and a replay of two past positives per new one.
+# the same on every stream. The sequence model's score is a dot product, so it affords a
+# sampled softmax over many uniform negatives per event (uniform proposals: the logQ
+# correction is a constant and drops out), eight times MF's and DIN's.
 LEARNER_DEFAULTS: dict[str, dict[str, object]] = {
-    "sasrec": {"train_negatives": 256, "shared_negatives": True, "replay_ratio": 2.0},
+    "sasrec": {"train_negatives": 128},
 }
 
 

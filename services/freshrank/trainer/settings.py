@@ -24,7 +24,7 @@ class TrainerSettings(CommonSettings):
     checkpoint_dir: str = opt("checkpoints", "directory of the trainer checkpoint")
     triton_url: str = opt("127.0.0.1:8000", "Triton HTTP host:port; empty: export without loading")
     # Model and learner.
-    architecture: str = opt("mf", "model architecture (see freshrank.model.registry)")
+    architecture: str = opt("sasrec", "model architecture (see freshrank.model.registry)")
     dim: int = opt(32, "embedding dimension")
     history_len: int = opt(20, "user history length fed to the model")
     num_users: int = opt(100_000, "user embedding rows (incl. the padding row)")
