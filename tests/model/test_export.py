@@ -15,7 +15,7 @@ from freshrank.model import IdMap, ModelConfig, build_model
 from freshrank.model.export import ExportMismatch, export_version, verify_scripted
 from freshrank.model.learner import LearnerConfig, OnlineLearner, synthetic_batches
 
-ARCHITECTURES = ["mf", "din"]
+ARCHITECTURES = ["mf", "din", "sasrec"]
 
 
 def _trained(architecture: str) -> OnlineLearner:

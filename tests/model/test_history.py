@@ -26,3 +26,31 @@ def test_unknown_users_and_evicted_items_leave_no_trace() -> None:
     assert histories.get(np.array([1])).tolist() == [[9, 7, 0]]
     histories.reset_users([1])
     assert histories.get(np.array([1])).tolist() == [[0, 0, 0]]
+
+
+def test_same_timestamp_events_are_simultaneous_within_and_across_batches() -> None:
+    histories = UserHistories(num_users=4, length=4)
+    users = np.array([1, 1, 2, 1, 1])
+    items = np.array([10, 11, 20, 12, 13])
+    times = np.array([5, 5, 5, 6, 6])
+    seen = histories.before_each(users, items, times)
+    # 10 and 11 happened together: neither is history for the other; 12 and 13 see both.
+    assert seen.tolist() == [
+        [0, 0, 0, 0],
+        [0, 0, 0, 0],
+        [0, 0, 0, 0],
+        [11, 10, 0, 0],
+        [11, 10, 0, 0],
+    ]
+    # A tie that straddles micro-batches: another event at time 6 still sees only 10 and 11.
+    later = histories.before_each(np.array([1, 1]), np.array([14, 15]), np.array([6, 7]))
+    assert later.tolist() == [[11, 10, 0, 0], [14, 13, 12, 11]]
+
+
+def test_file_order_inside_a_batch_does_not_matter_only_time_does() -> None:
+    forward, backward = UserHistories(3, 3), UserHistories(3, 3)
+    users, items, times = np.array([1, 1, 1]), np.array([7, 8, 9]), np.array([1, 2, 3])
+    a = forward.before_each(users, items, times)
+    b = backward.before_each(users[::-1].copy(), items[::-1].copy(), times[::-1].copy())
+    assert a.tolist() == b[::-1].tolist()
+    assert forward.table.tolist() == backward.table.tolist()

@@ -48,7 +48,7 @@ def popularity(batches: list[list[InteractionEvent]]) -> dict[str, float]:
     return learner.rolling
 
 
-@pytest.mark.parametrize("architecture", ["mf", "din"])
+@pytest.mark.parametrize("architecture", ["mf", "din", "sasrec"])
 def test_learner_finds_the_planted_taste_that_popularity_misses(
     architecture: str, batches: list[list[InteractionEvent]], popularity: dict[str, float]
 ) -> None:
@@ -85,7 +85,7 @@ def test_cold_start_events_still_count(batches: list[list[InteractionEvent]]) ->
     assert learner.rolling["events"] == len(batches[0])
 
 
-@pytest.mark.parametrize("architecture", ["mf", "din"])
+@pytest.mark.parametrize("architecture", ["mf", "din", "sasrec"])
 def test_resuming_from_state_dict_continues_bit_for_bit(
     architecture: str, batches: list[list[InteractionEvent]]
 ) -> None:

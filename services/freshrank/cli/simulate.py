@@ -1,4 +1,4 @@
-"""`freshrank simulate`: replay a synthetic stream or MovieLens-100K into Kafka."""
+"""`freshrank simulate`: replay a synthetic stream, a dataset or any interaction file into Kafka."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from freshrank.cli.common import Subparsers, add_command
 from freshrank.core.codec import InteractionEvent
@@ -17,10 +18,25 @@ def register(subparsers: Subparsers) -> None:
         subparsers,
         "simulate",
         "replay events into <name>.events: a synthetic stream with planted tastes and a drift, "
-        "or MovieLens-100K in timestamp order",
+        "MovieLens-100K, Amazon Beauty or any CSV/TSV interaction file, in timestamp order",
     )
-    parser.add_argument("--source", choices=["synthetic", "ml-100k"], default="synthetic")
-    parser.add_argument("--events", type=int, default=50_000, help="events to send (ml-100k: cap)")
+    parser.add_argument(
+        "--source",
+        default="synthetic",
+        help="synthetic, ml-100k, amazon-beauty, or the path of a CSV/TSV interaction file with "
+        "a header (read the same way as `freshrank eval --dataset`)",
+    )
+    parser.add_argument("--events", type=int, default=50_000, help="events to send (files: cap)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="holds ml-100k/, amazon-beauty/"
+    )
+    parser.add_argument("--separator", default=None, help="file: column separator")
+    parser.add_argument("--user-column", default=None, help="file: user column (default: by name)")
+    parser.add_argument("--item-column", default=None, help="file: item column (default: by name)")
+    parser.add_argument("--time-column", default=None, help="file: time column (default: by name)")
+    parser.add_argument(
+        "--time-unit", default="auto", choices=["auto", "s", "ms", "us", "ns", "iso"]
+    )
     parser.add_argument("--rate", type=float, default=0.0, help="events/s; 0 = as fast as possible")
     parser.add_argument("--users", type=int, default=1000, help="synthetic: users")
     parser.add_argument("--items", type=int, default=500, help="synthetic: items")
@@ -35,9 +51,24 @@ def register(subparsers: Subparsers) -> None:
 
 def source_events(args: argparse.Namespace) -> Iterator[InteractionEvent]:
     from freshrank.sim import SyntheticConfig, SyntheticStream, movielens_events
+    from freshrank.sim.files import FileFormat, file_events, resolve_source
 
     if args.source == "ml-100k":
-        return movielens_events(limit=args.events)
+        path = args.data_dir / "ml-100k" / "u.data" if args.data_dir else None
+        return movielens_events(path, limit=args.events)
+    if args.source != "synthetic":
+        path, fmt = resolve_source(args.source, args.data_dir)
+        if any((args.separator, args.user_column, args.item_column, args.time_column)) or (
+            args.time_unit != "auto"
+        ):
+            fmt = FileFormat(
+                separator=args.separator,
+                user_column=args.user_column,
+                item_column=args.item_column,
+                time_column=args.time_column,
+                time_unit=args.time_unit,
+            )
+        return file_events(path, fmt, limit=args.events)
     config = SyntheticConfig(
         users=args.users,
         items=args.items,
@@ -58,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
     )
     from freshrank.sim import replay
 
+    try:
+        events = source_events(args)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"cannot read --source {args.source}: {error}") from None
     settings = load_settings(CommonSettings, args)
     topics = [settings.events_topic, settings.dlq_topic]
     credentials = credentials_from_settings(settings)
@@ -70,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     def progress(sent: int) -> None:
         print(f"\rsent {sent:,} events", end="", file=sys.stderr, flush=True)
 
-    sent = replay(source_events(args), producer, rate=args.rate or None, on_progress=progress)
+    sent = replay(events, producer, rate=args.rate or None, on_progress=progress)
     elapsed = time.monotonic() - start
     print(
         f"\n{sent:,} {args.source} events -> {settings.events_topic} "

@@ -30,7 +30,7 @@ def register(subparsers: Subparsers) -> None:
         default="feature,trainer,ranking",
         help="comma-separated services to start ('' = broker and Triton only)",
     )
-    up.add_argument("--architecture", default="din", choices=["mf", "din"])
+    up.add_argument("--architecture", default="sasrec", choices=["sasrec", "din", "mf"])
     up.set_defaults(handler=run_up)
     down = add_command(actions, "down", "stop a stack started by 'stack up'")
     down.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)

@@ -24,8 +24,9 @@ from freshrank.model.learner import (
     StepMetrics,
     resolve_device,
 )
+from freshrank.model.registry import LEARNER_DEFAULTS
 
-__all__ = ["MODELS", "EvalSettings", "RunResult", "Segment", "run_model"]
+__all__ = ["MODELS", "NEVER", "EvalSettings", "RunResult", "Segment", "run_model"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -81,6 +82,7 @@ class RunResult:
     series: list[dict[str, float]]  # rolling metrics along the stream
     id_stats: dict[str, int]
     optimizer: str
+    seed: int = 0
 
 
 def _learner_config(settings: EvalSettings, dataset: Dataset, architecture: str) -> LearnerConfig:
@@ -107,19 +109,28 @@ def _popularity(config: LearnerConfig) -> PrequentialLearner:
 def _online(architecture: str) -> Callable[[LearnerConfig], PrequentialLearner]:
     def build(config: LearnerConfig) -> PrequentialLearner:
         model = dataclasses.replace(config.model, architecture=architecture)
-        return OnlineLearner(dataclasses.replace(config, model=model))
+        overrides = LEARNER_DEFAULTS.get(architecture, {})
+        return OnlineLearner(dataclasses.replace(config, model=model, **overrides))  # type: ignore[arg-type]
 
     return build
 
 
-# name -> (builder, frozen after the static prefix?)
+# name -> (builder, frozen after the static prefix?). Each architecture has its static twin
+# (same model, trained on the first 20 %, then frozen): comparing a model with its own static
+# twin isolates freshness from architecture.
 MODELS: dict[str, tuple[Callable[[LearnerConfig], PrequentialLearner], bool]] = {
     "popularity": (_popularity, False),
-    "static": (_online("mf"), True),
+    "static": (_online("mf"), True),  # the original name of static-mf
+    "static-mf": (_online("mf"), True),
     "static-din": (_online("din"), True),
+    "static-sasrec": (_online("sasrec"), True),
     "mf": (_online("mf"), False),
     "din": (_online("din"), False),
+    "sasrec": (_online("sasrec"), False),
 }
+
+
+NEVER = -1  # publish_every: serve the model published at the static cut, forever
 
 
 def run_model(
@@ -127,7 +138,15 @@ def run_model(
     dataset: Dataset,
     settings: EvalSettings,
     on_progress: Callable[[int], None] | None = None,
+    *,
+    publish_every: int | None = None,
 ) -> RunResult:
+    """Replay ``dataset`` through model ``name``; returns its prequential metrics.
+
+    ``publish_every``: None scores with the live model (updated every micro-batch); N > 0
+    scores with a copy published whenever N more events were trained (an export interval);
+    ``NEVER`` publishes once at the static cut. Training goes on every batch in all cases.
+    """
     try:
         build, static = MODELS[name]
     except KeyError:
@@ -141,9 +160,17 @@ def run_model(
     series: list[dict[str, float]] = []
     start = time.perf_counter()
     next_point = every
+    published_at = -(publish_every or 0)  # the first batch publishes (the initial export)
     for offset in range(0, len(events), settings.batch_size):
         if static and offset >= cut:
             learner.freeze()
+        if publish_every is not None and isinstance(learner, OnlineLearner):
+            due = (
+                offset >= cut if publish_every == NEVER else offset - published_at >= publish_every
+            )
+            if due and (publish_every != NEVER or learner.serving is None):
+                learner.publish()
+                published_at = offset
         starts.append(offset)
         steps.append(learner.step(events[offset : offset + settings.batch_size]))
         done = offset + steps[-1].events
@@ -168,6 +195,7 @@ def run_model(
         series=series,
         id_stats=learner.id_stats(),
         optimizer=_optimizer_name(learner),
+        seed=settings.seed,
     )
 
 

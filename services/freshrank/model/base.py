@@ -35,6 +35,33 @@ class RankingModel(nn.Module):
         super().__init__()
         self.config = config
 
+    def train_scores(
+        self,
+        user_row: torch.Tensor,
+        history_rows: torch.Tensor,
+        positive_rows: torch.Tensor,
+        negative_rows: torch.Tensor,
+    ) -> torch.Tensor:
+        """[B, 1+K] scores of each row's positive [B] and K negatives shared by the batch.
+
+        The generic path broadcasts the negatives into ``forward``; a model whose score is a
+        dot product overrides it with one [B,D] x [D,K] product (and K gradient rows, not B*K).
+        """
+        batch = positive_rows.shape[0]
+        negatives = negative_rows.unsqueeze(0).expand(batch, negative_rows.shape[0])
+        candidates = torch.cat([positive_rows.unsqueeze(1), negatives], dim=1)
+        scores: torch.Tensor = self(user_row, history_rows, candidates)
+        return scores
+
+    def train_targets(
+        self, positive_rows: torch.Tensor, history_rows: torch.Tensor
+    ) -> torch.Tensor:
+        """The target row of each row ``train_scores`` returns (here: the positives)."""
+        return positive_rows
+
+    def observe_items(self, item_rows: torch.Tensor, decay: float) -> None:
+        """Stream statistics a model keeps outside gradients (a popularity prior); none here."""
+
     def reset_rows(self, table: str, rows: list[int]) -> None:
         """Re-initialise embedding rows handed back by ID-map eviction."""
         embedding = getattr(self, f"{table}_embedding", None)

@@ -7,16 +7,19 @@ and replay buffer learn from it: prequential evaluation, so no event is ever sco
 model that trained on it.
 
 Evaluation protocol (shared by every learner, so baselines and models see identical
-candidates):
+candidates; it follows common practice, e.g. RecBole and ReChorus):
 - the model and ID maps are those of the batch start: users and items first seen in the
-  batch are unknown, scored on row 0 (the serving cold-start path), and still count;
-- each event's history holds the user's events before it, earlier events of the same batch
-  included (a live feature store has them; only the model lags by one micro-batch);
-- sampled: the true item against ``negatives`` items drawn uniformly (seeded per step, so the
-  same for every learner) from the known catalogue; draws equal to the true item are ignored;
-- full: the true item against every known item, for up to ``full_eval_events`` events of
-  each batch (a seeded subset: scoring the whole catalogue for every event is the cost that
-  dominates); nothing is excluded, already-seen items included;
+  batch are unknown, scored on row 0 (the serving cold-start path), and still count; an
+  unknown user still brings the items of their current session as history;
+- each event's history holds the user's events with a strictly earlier timestamp, earlier
+  events of the same batch included (a live feature store has them; only the model lags by
+  one micro-batch); events of one user with the same timestamp are simultaneous;
+- sampled: the true item against ``negatives`` items drawn uniformly *without replacement*
+  (seeded per step, so the same for every learner) from the known catalogue, excluding the
+  true item and every item the user interacted with before;
+- full: the true item against every known item the user has not interacted with before,
+  for up to ``full_eval_events`` events of each batch (a seeded subset: scoring the whole
+  catalogue for every event is the cost that dominates);
 - ties count against the true item (see ``freshrank.model.metrics``).
 
 Training: sampled softmax over the positive and ``train_negatives`` uniform negatives
@@ -27,6 +30,7 @@ of the batch, which is what a 100k-row table online needs); the dense layers use
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from collections.abc import Iterator, Sequence
@@ -41,11 +45,12 @@ from torch import nn
 from freshrank.core.codec import InteractionEvent
 from freshrank.model.base import ModelConfig, RankingModel
 from freshrank.model.export import export_version
-from freshrank.model.history import UserHistories
+from freshrank.model.history import UserHistories, compact_rows
 from freshrank.model.ids import PADDING_ROW, IdMap
 from freshrank.model.metrics import RollingMetrics, hit_rate_at_k, ndcg_at_k, ranks_of_true
 from freshrank.model.registry import build_model
 from freshrank.model.replay import ReplayBuffer
+from freshrank.model.seen import SeenPairs
 
 __all__ = [
     "LearnerConfig",
@@ -76,6 +81,8 @@ class LearnerConfig:
     metrics_window: int = 10_000  # events in the rolling prequential metrics
     device: str = "auto"  # "auto": cuda if available, else cpu
     mixed_precision: bool = True  # bf16 autocast on CUDA (never on CPU)
+    popularity_half_life: float = 20_000.0  # events: decay of a model's popularity prior
+    shared_negatives: bool = False  # True: one set of train_negatives for the whole batch
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -109,6 +116,7 @@ def resolve_device(device: str) -> torch.device:
 class _Batch:
     user_ids: list[str]
     item_ids: list[str]
+    times: Rows  # timestamp_ms per event
     timestamp_ms: int
 
 
@@ -121,6 +129,8 @@ class PrequentialLearner:
         self.users = IdMap(model.num_users)
         self.items = IdMap(model.num_items)
         self.histories = UserHistories(model.num_users, model.history_len)
+        self.seen = SeenPairs(model.num_items)  # past (user, item) pairs: never negatives
+        self.last_ranks: Rows = np.zeros(0, dtype=np.int64)
         self.metrics = RollingMetrics(config.metrics_window)
         self.rng = np.random.default_rng(config.seed)
         self.frozen = False  # True: keep scoring and tracking IDs/histories, stop learning
@@ -153,17 +163,18 @@ class PrequentialLearner:
         known_users = self.users.rows(batch.user_ids)
         known_items = self.items.rows(batch.item_ids)
         user_rows, item_rows = self._assign(batch)
-        histories = self.histories.before_each(user_rows, item_rows)
+        histories = self.histories.before_each(user_rows, item_rows, batch.times)
         new_items = np.unique(item_rows[known_items == PADDING_ROW])
         catalogue = np.setdiff1d(self.items.active_rows(), new_items, assume_unique=True)
         # Scored as of the batch start: IDs first seen in this batch are unknown (row 0).
-        eval_histories = np.where(np.isin(histories, new_items), PADDING_ROW, histories)
+        eval_histories = compact_rows(np.where(np.isin(histories, new_items), 0, histories))
         hr, ndcg, hr_full, ndcg_full, full_events = self._evaluate(
-            known_users, eval_histories, known_items, catalogue
+            known_users, user_rows, eval_histories, known_items, catalogue
         )
         loss = None if self.frozen else self.learn(user_rows, item_rows, histories)
         if not self.frozen:
             self.events_trained += len(events)
+        self.seen.add(user_rows, item_rows)
         self._after_learning(user_rows, item_rows, histories)
         return self._record(batch, hr, ndcg, hr_full, ndcg_full, full_events, loss, start)
 
@@ -175,9 +186,9 @@ class PrequentialLearner:
         batch = _to_batch(events)
         users = self.users.rows(batch.user_ids)
         items = self.items.rows(batch.item_ids)
-        histories = self.histories.before_each(users, items, record=False)
+        histories = self.histories.before_each(users, items, batch.times, record=False)
         hr, ndcg, hr_full, ndcg_full, full_events = self._evaluate(
-            users, histories, items, self.items.active_rows()
+            users, users, histories, items, self.items.active_rows()
         )
         return self._record(batch, hr, ndcg, hr_full, ndcg_full, full_events, None, start)
 
@@ -210,20 +221,25 @@ class PrequentialLearner:
     # -- evaluation -------------------------------------------------------------------------
 
     def _evaluate(
-        self, users: Rows, histories: Rows, items: Rows, catalogue: Rows
+        self, users: Rows, owners: Rows, histories: Rows, items: Rows, catalogue: Rows
     ) -> tuple[float, float, float, float, int]:
+        """Sums of HR/NDCG (sampled, full) over the batch; ``owners`` key the seen pairs."""
         rng = np.random.default_rng([self.config.seed, self.steps, 1])  # same for all learners
         if len(catalogue) == 0:
+            self.last_ranks = np.full(len(users), self.config.negatives, dtype=np.int64)
             return 0.0, 0.0, np.nan, np.nan, 0
-        negatives = catalogue[rng.integers(0, len(catalogue), (len(users), self.config.negatives))]
+        negatives, valid = self._negatives(rng, owners, histories, items, catalogue)
         scores = self.score(users, histories, np.concatenate([items[:, None], negatives], axis=1))
-        ranks = ranks_of_true(scores[:, 0], scores[:, 1:], negatives != items[:, None])
+        ranks = ranks_of_true(scores[:, 0], scores[:, 1:], valid)
+        self.last_ranks = ranks  # per event, in batch order (tests check what each event saw)
         hr, ndcg = float(hit_rate_at_k(ranks).sum()), float(ndcg_at_k(ranks).sum())
         count = min(self.config.full_eval_events, len(users))
         if count == 0:
             return hr, ndcg, 0.0, 0.0, 0
         chosen = np.sort(rng.choice(len(users), size=count, replace=False))
-        full_ranks = self._full_ranks(users[chosen], histories[chosen], items[chosen], catalogue)
+        full_ranks = self._full_ranks(
+            users[chosen], owners[chosen], histories[chosen], items[chosen], catalogue
+        )
         return (
             hr,
             ndcg,
@@ -232,15 +248,58 @@ class PrequentialLearner:
             count,
         )
 
-    def _full_ranks(self, users: Rows, histories: Rows, items: Rows, catalogue: Rows) -> Rows:
+    def _excluded(self, owners: Rows, histories: Rows, candidates: Rows) -> npt.NDArray[np.bool_]:
+        """[B, C]: candidates the user met before (seen pairs, or earlier in this batch)."""
+        past = self.seen.contains(owners[:, None], candidates)
+        in_history = (candidates[:, :, None] == histories[:, None, :]).any(axis=2)
+        excluded: npt.NDArray[np.bool_] = past | (in_history & (candidates != PADDING_ROW))
+        return excluded
+
+    def _negatives(
+        self, rng: np.random.Generator, owners: Rows, histories: Rows, items: Rows, catalogue: Rows
+    ) -> tuple[Rows, npt.NDArray[np.bool_]]:
+        """[B, N] negatives without replacement, none the true or an already-met item.
+
+        Oversampled draws with duplicates and met items dropped (uniform without
+        replacement, as every kept draw is a first occurrence in random order); rows left
+        short fall back to an exact draw from the allowed pool. ``valid`` marks slots filled
+        (a user who met nearly the whole catalogue gets fewer negatives).
+        """
+        wanted = self.config.negatives
+        draws = catalogue[rng.integers(0, len(catalogue), (len(items), 2 * wanted + 16))]
+        ok = _first_occurrences(draws) & (draws != items[:, None])
+        ok &= ~self._excluded(owners, histories, draws)
+        order = np.argsort(~ok, axis=1, kind="stable")[:, :wanted]
+        negatives = np.take_along_axis(draws, order, axis=1)
+        valid = np.take_along_axis(ok, order, axis=1)
+        short = np.flatnonzero(~valid.all(axis=1))
+        if len(short):
+            pool = np.broadcast_to(catalogue, (len(short), len(catalogue)))
+            allowed = (pool != items[short, None]) & ~self._excluded(
+                owners[short], histories[short], np.ascontiguousarray(pool)
+            )
+            keys = np.where(allowed, rng.random(pool.shape), np.inf)
+            picked = np.argsort(keys, axis=1)[:, :wanted]
+            filled = np.take_along_axis(allowed, picked, axis=1)
+            width = picked.shape[1]
+            negatives[short] = 0
+            valid[short] = False
+            negatives[short, :width] = np.where(filled, catalogue[picked], 0)
+            valid[short, :width] = filled
+        return negatives, valid
+
+    def _full_ranks(
+        self, users: Rows, owners: Rows, histories: Rows, items: Rows, catalogue: Rows
+    ) -> Rows:
         true_scores = self.score(users, histories, items[:, None])[:, 0]
         ranks = np.zeros(len(users), dtype=np.int64)
         per_chunk = max(1, _FULL_EVAL_PAIRS // max(1, len(users) * histories.shape[1]))
         for start in range(0, len(catalogue), per_chunk):
             chunk = catalogue[start : start + per_chunk]
-            candidates = np.broadcast_to(chunk, (len(users), len(chunk)))
-            scores = self.score(users, histories, np.ascontiguousarray(candidates))
-            ranks += ranks_of_true(true_scores, scores, chunk[None, :] != items[:, None])
+            candidates = np.ascontiguousarray(np.broadcast_to(chunk, (len(users), len(chunk))))
+            scores = self.score(users, histories, candidates)
+            valid = (candidates != items[:, None]) & ~self._excluded(owners, histories, candidates)
+            ranks += ranks_of_true(true_scores, scores, valid)
         return ranks
 
     # -- tracking ---------------------------------------------------------------------------
@@ -251,6 +310,7 @@ class PrequentialLearner:
         if evicted_users or evicted_items:
             self.histories.reset_users(evicted_users)
             self.histories.drop_items(evicted_items)
+            self.seen.forget(evicted_users, evicted_items)
             self.forget_rows(evicted_users, evicted_items)
         return user_rows, item_rows
 
@@ -298,7 +358,8 @@ class PrequentialLearner:
         return {
             "users": self.users.state_dict(),
             "items": self.items.state_dict(),
-            "histories": torch.from_numpy(self.histories.table.copy()),
+            "histories": self.histories.state_dict(),
+            "seen": self.seen.state_dict(),
             "metrics": self.metrics.state_dict(),
             "rng": self.rng.bit_generator.state,
             "frozen": self.frozen,
@@ -311,7 +372,13 @@ class PrequentialLearner:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.users = IdMap.from_state_dict(state["users"])
         self.items = IdMap.from_state_dict(state["items"])
-        self.histories.table = np.array(state["histories"], dtype=np.int64, copy=True)
+        histories = state["histories"]
+        if isinstance(histories, dict):
+            self.histories.load_state_dict(histories)
+        else:  # a checkpoint from before tie-aware histories: the bare table
+            self.histories.load_state_dict({"table": histories})
+        if "seen" in state:
+            self.seen.load_state_dict(state["seen"])
         self.metrics.load_state_dict(state["metrics"])
         self.rng.bit_generator.state = state["rng"]
         self.frozen = bool(state["frozen"])
@@ -352,11 +419,22 @@ class OnlineLearner(PrequentialLearner):
             config.replay_size, config.model.history_len, config.replay_half_life
         )
         self._autocast = self.device.type == "cuda" and config.mixed_precision
+        # The published (exported) copy that scores, when serving lags training; None: live.
+        self.serving: RankingModel | None = None
+
+    def publish(self) -> None:
+        """Score from now on with a frozen copy of the model as it is (what an export does)."""
+        if self.serving is None:
+            self.serving = copy.deepcopy(self.model)
+        else:
+            self.serving.load_state_dict(self.model.state_dict())
+        self.serving.eval()
 
     def score(self, user_rows: Rows, history_rows: Rows, candidate_rows: Rows) -> Scores:
-        self.model.eval()
+        model = self.serving if self.serving is not None else self.model
+        model.eval()
         with torch.inference_mode(), self._precision():
-            scores = self.model(
+            scores = model(
                 self._tensor(user_rows[:, None]),
                 self._tensor(history_rows),
                 self._tensor(candidate_rows),
@@ -367,18 +445,30 @@ class OnlineLearner(PrequentialLearner):
     def learn(self, user_rows: Rows, item_rows: Rows, history_rows: Rows) -> float | None:
         users, items, histories = self._with_replay(user_rows, item_rows, history_rows)
         catalogue = self.items.active_rows()
-        negatives = catalogue[
-            self.rng.integers(0, len(catalogue), (len(users), self.config.train_negatives))
-        ]
-        candidates = np.concatenate([items[:, None], negatives], axis=1)
         self.model.train()
         with self._precision():
-            logits = self.model(
-                self._tensor(users[:, None]), self._tensor(histories), self._tensor(candidates)
-            ).float()
+            if self.config.shared_negatives:
+                shared = catalogue[
+                    self.rng.integers(0, len(catalogue), self.config.train_negatives)
+                ]
+                positives, history_tensor = self._tensor(items), self._tensor(histories)
+                logits = self.model.train_scores(
+                    self._tensor(users[:, None]), history_tensor, positives, self._tensor(shared)
+                ).float()
+                # A model may train several (state, next item) pairs per event (SASRec).
+                items = self.model.train_targets(positives, history_tensor).cpu().numpy()
+                negatives = np.broadcast_to(shared, (len(items), len(shared)))
+            else:
+                negatives = catalogue[
+                    self.rng.integers(0, len(catalogue), (len(users), self.config.train_negatives))
+                ]
+                candidates = np.concatenate([items[:, None], negatives], axis=1)
+                logits = self.model(
+                    self._tensor(users[:, None]), self._tensor(histories), self._tensor(candidates)
+                ).float()
         accidental = self._tensor(negatives == items[:, None])
         logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(accidental, -1e9)], dim=1)
-        target = torch.zeros(len(users), dtype=torch.long, device=self.device)
+        target = torch.zeros(logits.shape[0], dtype=torch.long, device=self.device)
         loss = nn.functional.cross_entropy(logits, target)
         self.sparse_optimizer.zero_grad(set_to_none=True)
         if self.dense_optimizer is not None:
@@ -397,6 +487,9 @@ class OnlineLearner(PrequentialLearner):
         self.replay.invalidate(users, items)
 
     def _after_learning(self, user_rows: Rows, item_rows: Rows, histories: Rows) -> None:
+        if not self.frozen:
+            decay = float(np.exp2(-len(item_rows) / self.config.popularity_half_life))
+            self.model.observe_items(self._tensor(item_rows), decay)
         seen_at = self.events_seen + np.arange(len(user_rows), dtype=np.int64)
         self.replay.add(user_rows, item_rows, histories, seen_at)
 
@@ -476,11 +569,24 @@ def synthetic_batches(
 
 
 def _to_batch(events: Sequence[InteractionEvent]) -> _Batch:
+    times = np.fromiter((int(e.timestamp_ms) for e in events), dtype=np.int64, count=len(events))
     return _Batch(
         user_ids=[e.user_id for e in events],
         item_ids=[e.item_id for e in events],
-        timestamp_ms=max(int(e.timestamp_ms) for e in events),
+        times=times,
+        timestamp_ms=int(times.max()),
     )
+
+
+def _first_occurrences(rows: Rows) -> npt.NDArray[np.bool_]:
+    """[B, M]: True where the value does not occur earlier in its row."""
+    order = np.argsort(rows, axis=1, kind="stable")
+    ordered = np.take_along_axis(rows, order, axis=1)
+    repeat = np.zeros(rows.shape, dtype=bool)
+    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    first = np.empty_like(repeat)
+    np.put_along_axis(first, order, ~repeat, axis=1)
+    return first
 
 
 def _collisions(table: IdMap) -> int:

@@ -19,6 +19,9 @@ class MatrixFactorization(RankingModel):
         nn.init.normal_(self.user_embedding.weight, std=0.01)
         nn.init.normal_(self.item_embedding.weight, std=0.01)
         nn.init.zeros_(self.item_bias.weight)
+        with torch.no_grad():  # row 0 (unknown/padding) starts and stays at zero, as in DIN
+            self.user_embedding.weight[0].zero_()
+            self.item_embedding.weight[0].zero_()
 
     def forward(
         self, user_row: torch.Tensor, history_rows: torch.Tensor, candidate_rows: torch.Tensor

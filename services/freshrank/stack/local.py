@@ -43,7 +43,7 @@ class StackConfig:
     workdir: Path = Path(".freshrank/stack")
     name: str = "freshrank"
     services: tuple[str, ...] = SERVICE_ROLES
-    architecture: str = "din"
+    architecture: str = "sasrec"
     export_interval_s: float = 5.0
     extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
 

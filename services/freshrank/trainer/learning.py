@@ -57,8 +57,10 @@ def metric_of(step: Any, name: str) -> float:
 def learner_config(settings: TrainerSettings) -> Any:
     from freshrank.model import ModelConfig
     from freshrank.model.learner import LearnerConfig
+    from freshrank.model.registry import LEARNER_DEFAULTS
 
-    overrides: dict[str, Any] = {}
+    # The architecture's own learner settings (as `freshrank eval` measured them), then flags.
+    overrides: dict[str, Any] = dict(LEARNER_DEFAULTS.get(settings.architecture, {}))
     if settings.learning_rate > 0:
         overrides["learning_rate"] = settings.learning_rate
     if settings.sparse_learning_rate > 0:

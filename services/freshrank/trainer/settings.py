@@ -31,7 +31,7 @@ class TrainerSettings(CommonSettings):
         metadata={"help": "key for Triton's restricted model-control API; empty: none sent"},
     )
     # Model and learner.
-    architecture: str = opt("mf", "model architecture (see freshrank.model.registry)")
+    architecture: str = opt("sasrec", "model architecture (see freshrank.model.registry)")
     dim: int = opt(32, "embedding dimension")
     history_len: int = opt(20, "user history length fed to the model")
     num_users: int = opt(100_000, "user embedding rows (incl. the padding row)")

@@ -1,0 +1,179 @@
+"""A SASRec-style sequence model with a popularity prior: the default for sparse streams.
+
+Score of candidate ``t`` for a user with recent items ``h_1..h_H`` (newest first):
+
+    <encode(h) + user, t> + bias_t + w * log(1 + decayed_count_t)
+
+- ``encode`` is causal self-attention over the history (Kang & McAuley, SASRec, 2018): each
+  position attends to itself and older positions only, learned recency-position
+  embeddings, pre-norm blocks; the newest position's output is the user's current intent.
+  It needs no user row, so an unknown user is scored from the items of their session.
+- ``user`` is a per-user embedding (zero at start): long histories add a stable taste on top.
+- ``bias_t + w * log(1 + decayed_count_t)`` is the popularity and recency prior: the
+  decayed counts are a buffer the learner updates from the stream (what is popular *now*,
+  with the same half-life as the popularity baseline), ``w`` and the bias are learned. A
+  cold user with no history scores exactly this prior, i.e. starts at popularity and moves
+  away from it as evidence arrives. The counts travel with every export, so serving has
+  the prior of the moment the model was exported.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from freshrank.model.base import ModelConfig, RankingModel
+
+__all__ = ["SelfAttentiveSequential"]
+
+
+class _CausalBlock(nn.Module):
+    """Pre-norm single-head self-attention plus a position-wise feed-forward layer."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.ffn_norm = nn.LayerNorm(dim)
+        self.ffn_in = nn.Linear(dim, dim)
+        self.ffn_out = nn.Linear(dim, dim)
+        self.scale = 1.0 / math.sqrt(dim)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        query, key, value = self.qkv(self.attention_norm(x)).chunk(3, dim=-1)
+        logits = torch.bmm(query, key.transpose(1, 2)) * self.scale  # [B,H,H]
+        weights = torch.softmax(logits.masked_fill(~allowed, -1e9), dim=-1)
+        x = x + self.out(torch.bmm(weights, value))
+        out: torch.Tensor = x + self.ffn_out(torch.relu(self.ffn_in(self.ffn_norm(x))))
+        return out
+
+
+class SelfAttentiveSequential(RankingModel):
+    def __init__(self, config: ModelConfig, layers: int = 2, every_position: bool = False) -> None:
+        super().__init__(config)
+        # Train every history position on its next item (SASRec's own objective) with
+        # shared negatives; measured worse than the event-only signal on Amazon Beauty
+        # online (HR@10 0.388 vs 0.433), so off by default.
+        self.every_position = every_position
+        dim = config.dim
+        self.user_embedding = nn.Embedding(config.num_users, dim, padding_idx=0)
+        self.item_embedding = nn.Embedding(config.num_items, dim, padding_idx=0)
+        self.item_bias = nn.Embedding(config.num_items, 1, padding_idx=0)
+        self.position = nn.Parameter(torch.randn(config.history_len, dim) * 0.01)
+        self.blocks = nn.ModuleList([_CausalBlock(dim) for _ in range(layers)])
+        self.final_norm = nn.LayerNorm(dim)
+        self.prior_weight = nn.Parameter(torch.ones(()))
+        # Decayed interaction counts per item row (a buffer: exported, never trained).
+        self.register_buffer("popularity", torch.zeros(config.num_items))
+        nn.init.zeros_(self.user_embedding.weight)
+        nn.init.normal_(self.item_embedding.weight, std=0.01)
+        nn.init.zeros_(self.item_bias.weight)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+        self.input_scale = math.sqrt(dim)
+
+    def forward(
+        self, user_row: torch.Tensor, history_rows: torch.Tensor, candidate_rows: torch.Tensor
+    ) -> torch.Tensor:
+        intent = self.encode(history_rows) + self.user_embedding(user_row).squeeze(1)  # [B,D]
+        target = self.item_embedding(candidate_rows)  # [B,C,D]
+        affinity = torch.bmm(target, intent.unsqueeze(-1)).squeeze(-1)  # [B,C]
+        return affinity + self.prior(candidate_rows)
+
+    def train_scores(
+        self,
+        user_row: torch.Tensor,
+        history_rows: torch.Tensor,
+        positive_rows: torch.Tensor,
+        negative_rows: torch.Tensor,
+    ) -> torch.Tensor:
+        """SASRec's training signal: every history position predicts the item after it.
+
+        Returns [N, 1+K] for the N (position, next item) pairs present, the batch's own
+        positives first (position 0 predicts the event itself). With causal attention a
+        position sees only older items, so each pair is a fair next-item prediction; a
+        sparse stream gets H training pairs per event instead of one.
+        """
+        states = self.encode_all(history_rows) + self.user_embedding(user_row)  # [B,H,D]
+        present = self._pairs(positive_rows, history_rows)
+        targets = torch.cat([positive_rows.unsqueeze(1), history_rows[:, :-1]], dim=1)
+        intent = states[present]  # [N,D]
+        target = targets[present]  # [N]
+        positive = (self.item_embedding(target) * intent).sum(-1) + self.prior(target)
+        negative = intent @ self.item_embedding(negative_rows).t() + self.prior(negative_rows)
+        return torch.cat([positive.unsqueeze(1), negative], dim=1)
+
+    def train_targets(
+        self, positive_rows: torch.Tensor, history_rows: torch.Tensor
+    ) -> torch.Tensor:
+        """The target row of each pair ``train_scores`` returns, in the same order."""
+        targets = torch.cat([positive_rows.unsqueeze(1), history_rows[:, :-1]], dim=1)
+        return targets[self._pairs(positive_rows, history_rows)]
+
+    def _pairs(self, positive_rows: torch.Tensor, history_rows: torch.Tensor) -> torch.Tensor:
+        """[B,H] mask of the (position, next item) pairs trained on."""
+        targets = torch.cat([positive_rows.unsqueeze(1), history_rows[:, :-1]], dim=1)
+        present = (history_rows != 0) & (targets != 0)
+        if not self.every_position:
+            present = torch.zeros_like(present)
+        present[:, 0] = True  # the event itself: an empty history still predicts it
+        return present
+
+    def prior(self, candidate_rows: torch.Tensor) -> torch.Tensor:
+        """Popularity and recency prior (shape of the rows): bias + weight * log decayed count."""
+        counts = self._counts()[candidate_rows]
+        bias = self.item_bias(candidate_rows).squeeze(-1)
+        prior: torch.Tensor = bias + self.prior_weight * torch.log1p(counts)
+        return prior
+
+    def encode(self, history_rows: torch.Tensor) -> torch.Tensor:
+        """[B,D]: the newest position's output; zero for an empty history."""
+        newest = self.encode_all(history_rows)[:, 0]
+        return newest
+
+    def encode_all(self, history_rows: torch.Tensor) -> torch.Tensor:
+        """[B,H,D]: every position's output (zero where there is no item)."""
+        length = history_rows.shape[1]
+        present = history_rows != 0  # [B,H], newest first, padding at the end
+        x = self.item_embedding(history_rows) * self.input_scale + self.position[:length]
+        x = x * present.unsqueeze(-1).to(x.dtype)
+        index = torch.arange(length, device=history_rows.device)
+        # Newest first: position i may see itself and the older positions j >= i.
+        causal = index.unsqueeze(0) >= index.unsqueeze(1)  # [H(query), H(key)]
+        allowed = causal.unsqueeze(0) & present.unsqueeze(1)
+        allowed = allowed | torch.eye(length, dtype=torch.bool, device=history_rows.device)
+        for block in self.blocks:
+            x = block(x, allowed)
+        states = self.final_norm(x)
+        encoded: torch.Tensor = states * present.unsqueeze(-1).to(states.dtype)
+        return encoded
+
+    def _counts(self) -> torch.Tensor:
+        counts = self.popularity
+        assert isinstance(counts, torch.Tensor)  # a buffer (typed for mypy and TorchScript)
+        return counts
+
+    def observe_items(self, item_rows: torch.Tensor, decay: float) -> None:
+        """Decay the prior's counts by ``decay`` and count ``item_rows`` (one each)."""
+        with torch.no_grad():
+            self._counts().mul_(decay)
+            self._counts().index_add_(
+                0, item_rows, torch.ones_like(item_rows, dtype=self._counts().dtype)
+            )
+            self._counts()[0] = 0.0
+
+    def reset_rows(self, table: str, rows: list[int]) -> None:
+        if table == "user":
+            if rows:
+                with torch.no_grad():
+                    index = torch.tensor(rows, dtype=torch.long, device=self._counts().device)
+                    self.user_embedding.weight[index] = 0.0
+            return
+        super().reset_rows(table, rows)
+        if rows:
+            with torch.no_grad():
+                index = torch.tensor(rows, dtype=torch.long, device=self._counts().device)
+                self._counts()[index] = 0.0

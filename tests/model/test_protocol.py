@@ -1,0 +1,136 @@
+"""The evaluation protocol: leak-free, negatives without replacement, past items excluded."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from freshrank.core.codec import EventType, InteractionEvent
+from freshrank.model import ModelConfig
+from freshrank.model.baselines import PopularityLearner
+from freshrank.model.learner import (
+    LearnerConfig,
+    OnlineLearner,
+    PrequentialLearner,
+    synthetic_batches,
+)
+
+STREAM = {"users": 60, "items": 300, "topics": 20, "events": 4096, "seed": 13}
+
+
+def _config(architecture: str = "sasrec") -> LearnerConfig:
+    model = ModelConfig(
+        architecture=architecture, num_users=128, num_items=512, dim=16, history_len=8
+    )
+    return LearnerConfig(model=model, negatives=50, full_eval_events=8, seed=2)
+
+
+def _learner(kind: str) -> PrequentialLearner:
+    if kind == "popularity":
+        return PopularityLearner(_config())
+    return OnlineLearner(_config(kind))
+
+
+def _event(user: str, item: str, ms: int) -> InteractionEvent:
+    return InteractionEvent(
+        event_id=f"{user}-{item}-{ms}",
+        user_id=user,
+        item_id=item,
+        type=EventType.VIEW,
+        value=1.0,
+        timestamp_ms=ms,
+    )
+
+
+@pytest.fixture(scope="module")
+def batches() -> list[list[InteractionEvent]]:
+    return list(synthetic_batches(128, **STREAM))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["popularity", "mf", "din", "sasrec"])
+def test_an_event_is_scored_only_from_the_past(
+    kind: str, batches: list[list[InteractionEvent]]
+) -> None:
+    """What happens later in a batch (or after it) cannot change how an earlier event scored.
+
+    The later half of a batch is rewritten to hammer one already-known item, and its users'
+    histories: were popularity counts, ID maps, histories or weights updated before scoring,
+    the first half's ranks would move.
+    """
+    learner = _learner(kind)
+    for batch in batches[:12]:
+        learner.step(batch)
+    batch = batches[12]
+    half = len(batch) // 2
+    late = batch[half].timestamp_ms
+    hammered = [_event(e.user_id, "i0", late + 1 + i) for i, e in enumerate(batch[half:])]
+    honest, leaky = copy.deepcopy(learner), copy.deepcopy(learner)
+    honest.step(
+        batch[:half]
+        + [_event(e.user_id, e.item_id, late + 1 + i) for i, e in enumerate(batch[half:])]
+    )
+    leaky.step(batch[:half] + hammered)
+    assert honest.last_ranks[:half].tolist() == leaky.last_ranks[:half].tolist()
+    # And the batch was learned only after scoring: scoring it again now differs (models).
+    if kind != "popularity":
+        again = copy.deepcopy(learner)
+        again.step(batch)
+        rescored = copy.deepcopy(again)
+        rescored.steps = learner.steps  # same negatives as the first scoring
+        rescored.evaluate_only(batch)
+        assert again.last_ranks.tolist() != rescored.last_ranks.tolist()
+
+
+def test_negatives_are_distinct_and_never_an_item_the_user_met(
+    batches: list[list[InteractionEvent]],
+) -> None:
+    learner = _learner("mf")
+    for batch in batches[:20]:
+        learner.step(batch)
+    users = learner.users.rows([e.user_id for e in batches[20]])
+    items = learner.items.rows([e.item_id for e in batches[20]])
+    histories = learner.histories.get(users)
+    rng = np.random.default_rng(0)
+    negatives, valid = learner._negatives(rng, users, histories, items, learner.items.active_rows())
+    assert valid.all()  # 300 items, no user met 250 of them
+    for row, user, item in zip(negatives, users, items, strict=True):
+        assert len(set(row.tolist())) == len(row)
+        assert item not in row
+        met = learner.seen.contains(np.full(len(row), user), row)
+        assert not met.any()
+
+
+def test_a_user_who_met_almost_everything_gets_only_the_rest_as_negatives() -> None:
+    config = LearnerConfig(
+        model=ModelConfig(architecture="mf", num_users=8, num_items=64, dim=4, history_len=4),
+        negatives=50,
+        full_eval_events=2,
+    )
+    learner = OnlineLearner(config)
+    learner.step([_event("u1", f"i{i}", 1000 + i) for i in range(40)])
+    learner.step([_event("u1", "i0", 5000), _event("u2", "i1", 5000)])
+    ranks = learner.last_ranks
+    assert len(ranks) == 2
+    # u1 met all 40 items: no negative left, so the true item ranks first whatever it scores.
+    assert ranks[0] == 0
+
+
+def test_sasrec_scores_a_cold_user_by_the_popularity_prior_and_a_session_by_its_items(
+    batches: list[list[InteractionEvent]],
+) -> None:
+    import torch
+
+    learner = OnlineLearner(_config("sasrec"))
+    for batch in batches[:16]:
+        learner.step(batch)
+    model = learner.model.eval()
+    candidates = torch.arange(1, 60).unsqueeze(0)
+    empty = torch.zeros(1, 8, dtype=torch.long)
+    with torch.inference_mode():
+        cold = model(torch.zeros(1, 1, dtype=torch.long), empty, candidates)
+        prior = model.prior(candidates)  # type: ignore[operator]
+        session = torch.zeros(1, 8, dtype=torch.long)
+        session[0, :2] = torch.tensor([3, 4])
+        warm = model(torch.zeros(1, 1, dtype=torch.long), session, candidates)
+    torch.testing.assert_close(cold, prior)
+    assert not torch.allclose(warm, cold)  # the session's items move an unknown user away
