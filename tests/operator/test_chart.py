@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from freshrank_operator import crd, reconcile
+from freshrank_operator.handlers import WATCHED_CHILDREN
 from freshrank_operator.kube import PLURALS
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "freshrank"
@@ -52,7 +53,12 @@ def test_rbac_covers_what_the_operator_does() -> None:
     for api_version, kind in reconcile.CHILD_KINDS:
         for verb in ("get", "list", "create", "patch", "delete"):
             needed.add((_group(api_version), PLURALS[kind], verb))
-    needed |= {("", "secrets", "get"), ("", "pods", "list"), ("", "events", "create")}
+    for api_version, _kind, plural in WATCHED_CHILDREN:
+        needed.add((_group(api_version), plural, "watch"))
+    needed |= {(crd.GROUP, crd.PLURAL, "watch"), ("", "persistentvolumeclaims", "watch")}
+    needed |= {("", "secrets", verb) for verb in ("get", "list", "watch")}
+    needed |= {("", "pods", "list"), ("", "pods", "watch")}
+    needed |= {("", "events", verb) for verb in ("create", "list", "watch")}
     assert needed <= granted, sorted(needed - granted)
 
 
@@ -62,7 +68,8 @@ def test_rbac_is_least_privilege() -> None:
             assert "*" not in rule["verbs"], rule
             assert "*" not in rule["resources"], rule
     secrets = [r for r in _rules("rbac-rules.yaml") if "secrets" in r["resources"]]
-    assert [r["verbs"] for r in secrets] == [["get"]]  # existence checks only: no list/watch
+    # Read, and watched so that a Secret created later takes effect at once; never written.
+    assert [r["verbs"] for r in secrets] == [["get", "list", "watch"]]
     cluster = _granted(_rules("cluster-rules.yaml"))
     assert all(verb in {"get", "list", "watch"} for _, _, verb in cluster)
 

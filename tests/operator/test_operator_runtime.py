@@ -155,15 +155,6 @@ async def test_a_spec_change_rewrites_only_the_affected_children(
         assert changed == {("StatefulSet", "shop-trainer")}
 
 
-async def test_delete_removes_every_child(emulator: kmock.KubernetesEmulator, api: FakeApi) -> None:
-    async with running_operator(str(emulator.url)):
-        await api.create_cr(example_cr("shop"))
-        await eventually(lambda: len(api.children(NS, "shop")) == len(_expected(api, "shop")))
-        await api.delete_cr(NS, "shop")
-        await eventually(lambda: not api.children(NS, "shop"))
-        await eventually(lambda: api.get(CR_RESOURCE, NS, "shop") is None)
-
-
 async def test_switching_engine_prunes_what_is_no_longer_rendered(
     emulator: kmock.KubernetesEmulator, api: FakeApi
 ) -> None:
