@@ -7,7 +7,7 @@ PROTOS := $(wildcard protos/freshrank/v1/*.proto)
 GEN    := services/freshrank/v1/.generated
 CODE   := services/freshrank operator/freshrank_operator
 
-.PHONY: demo test install protos lint typecheck pytest format clean
+.PHONY: demo test install protos envtest lint typecheck pytest format clean
 
 demo: install protos
 	$(BIN)/freshrank demo $(if $(DATASET),--dataset $(DATASET),)
@@ -32,6 +32,13 @@ $(GEN): $(PROTOS) $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I protos --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --python_out=services --mypy_out=services $(PROTOS)
 	touch services/freshrank/v1/__init__.py $@
 
+# The real Kubernetes control plane the operator tests run on (kube-apiserver,
+# kube-controller-manager, kubectl built from the Go module proxy with the machine's Go), cached
+# in ~/.cache/freshrank/envtest/<version>/: only a new machine pays the build (tens of minutes);
+# FRESHRANK_ENVTEST_ASSETS points at prebuilt binaries instead. etcd comes from the dev extra.
+envtest:
+	tests/envtest/build.sh
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -43,7 +50,7 @@ format: install
 typecheck: install protos
 	$(BIN)/mypy $(CODE)
 
-pytest: install protos
+pytest: install protos envtest
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from freshrank.core.telemetry import setup_tracing
 from freshrank.embedded import EmbeddedBroker, EmbeddedTriton
+from freshrank.embedded.kubernetes import EmbeddedKubernetes, KubeAssets
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +30,29 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
     """One real Tansu broker for the session; tests isolate themselves with unique topics."""
     with EmbeddedBroker(tmp_path_factory.mktemp("broker")) as running:
         yield running
+
+
+def envtest_assets() -> KubeAssets:
+    """The binaries `make envtest` built (tests/envtest/build.sh), or $FRESHRANK_ENVTEST_ASSETS."""
+    located = subprocess.run(
+        [str(REPO / "tests" / "envtest" / "build.sh"), "--locate"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if located.returncode != 0:
+        pytest.fail(located.stderr.strip(), pytrace=False)
+    return KubeAssets.in_directory(Path(located.stdout.strip()))
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedKubernetes]:
+    """One real control plane for the session (envtest): etcd, kube-apiserver and
+    kube-controller-manager on loopback ports; no kubelet or scheduler, so Pods stay Pending.
+    Tests isolate themselves in namespaces of their own."""
+    workdir = tmp_path_factory.mktemp("kubernetes")
+    with EmbeddedKubernetes(workdir, envtest_assets()) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -21,6 +21,9 @@ class OperatorConfig(CommonSettings):
     api_server: str = opt(
         "", "Kubernetes API URL (tests/emulator); empty uses in-cluster/kubeconfig"
     )
+    kubeconfig: str = opt(
+        "", "kubeconfig file; empty: in-cluster, else $KUBECONFIG (read at login), ~/.kube/config"
+    )
     tick_seconds: float = opt(5.0, "how often status is refreshed and the autoscaler considered")
     kafka_timeout_seconds: float = opt(10.0, "timeout of Kafka admin calls when ensuring topics")
     retry_seconds: float = opt(30.0, "delay before retrying a reconcile that hit a fixable problem")

@@ -157,9 +157,14 @@ def _openapi_errors(obj: Mapping[str, Any], schema: Mapping[str, Any]) -> list[S
 def _cel_rules(
     value: Any, schema: Mapping[str, Any], path: list[Any]
 ) -> Iterator[tuple[list[Any], Any, Mapping[str, Any]]]:
-    """Every (path, value, rule) whose ``self`` is present in ``value``."""
+    """Every (path, value, rule) whose ``self`` is present in ``value``.
+
+    Transition rules (those reading ``oldSelf``) judge an update against the stored object;
+    one object alone cannot break them, so they are the API server's alone.
+    """
     for rule in schema.get("x-kubernetes-validations", []):
-        yield path, value, rule
+        if "oldSelf" not in rule["rule"]:
+            yield path, value, rule
     if isinstance(value, dict):
         for name, sub in schema.get("properties", {}).items():
             if name in value:

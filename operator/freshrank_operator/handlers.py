@@ -19,6 +19,7 @@ from freshrank_operator import crd, render
 from freshrank_operator.config import OperatorConfig
 from freshrank_operator.controller import Controller
 from freshrank_operator.kube import Credentials, KubeClient
+from freshrank_operator.login import kubeconfig_login
 from freshrank_operator.telemetry import OperatorMetrics
 
 __all__ = ["Runtime", "register"]
@@ -44,8 +45,9 @@ class Runtime:
     def connection_info(self, logger: Any, settings: Any) -> kopf.ConnectionInfo | None:
         if self.config.api_server:
             return kopf.ConnectionInfo(server=self.config.api_server, insecure=True)
-        info: kopf.ConnectionInfo | None = kopf.login_via_client(logger=logger, settings=settings)
-        return info
+        return kubeconfig_login(
+            self.config.kubeconfig, trust_env=bool(settings.networking.trust_env)
+        )
 
     async def credentials(self) -> Credentials:
         info = self.connection_info(log, kopf.OperatorSettings())

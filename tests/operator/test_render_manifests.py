@@ -28,6 +28,8 @@ UPSTREAM_KINDS = {
 
 def _cr(path: Path) -> dict[str, Any]:
     document: dict[str, Any] = yaml.safe_load(path.read_text())
+    # The examples name no namespace (`kubectl -n X apply -f`); the API server sets it.
+    document["metadata"]["namespace"] = "recsys"
     document["metadata"]["uid"] = "0b7c7d4e-1111-4a4a-8e8e-123456789abc"
     return document
 
@@ -93,7 +95,7 @@ def test_gpu_example_puts_triton_and_trainer_on_gpu_nodes() -> None:
     assert triton["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert triton["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert triton["volumes"] == [
-        {"name": "models", "persistentVolumeClaim": {"claimName": "shop-models"}}
+        {"name": "models", "persistentVolumeClaim": {"claimName": "gpu-model-repository"}}
     ]
     trainer = children[("StatefulSet", "shop-gpu-trainer")]["spec"]
     assert (
@@ -203,7 +205,7 @@ def test_keda_engine_renders_a_scaled_object_on_the_latency_query() -> None:
     assert trigger["type"] == "prometheus"
     assert trigger["metricType"] == "Value"
     assert trigger["metadata"]["threshold"] == "0.04"
-    assert trigger["metadata"]["query"] == render.latency_query("shop-keda", "default", 60)
+    assert trigger["metadata"]["query"] == render.latency_query("shop-keda", "recsys", 60)
     assert 'route="/v1/rank"' in trigger["metadata"]["query"]
     assert "replicas" not in children[("Deployment", "shop-keda-ranking")]["spec"]
 

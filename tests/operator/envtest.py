@@ -1,0 +1,251 @@
+"""Tests on the real API server (envtest, the session's ``kube_cluster``): a client, namespaces,
+the CRD installed, and what a test needs to read and drive the cluster.
+
+What the emulator had to fake (validation, defaulting, uid, generation, garbage collection) the
+API server and controller manager do here; what needs a kubelet (Pods running and ready) is
+reported by ``ClusterApi.report_ready``, as a kubelet would, through the Pods' status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from freshrank.embedded.kubernetes import EmbeddedKubernetes
+from freshrank_operator import crd, render
+from freshrank_operator.config import OperatorConfig
+from freshrank_operator.handlers import Runtime
+from freshrank_operator.kube import Credentials, KubeClient, NotFound
+from freshrank_operator.testing import operator_thread
+
+__all__ = [
+    "CHILD_KINDS",
+    "ClusterApi",
+    "cluster_config",
+    "credentials",
+    "eventually",
+    "example_cr",
+    "install_crd",
+    "new_namespace",
+    "running_operator",
+]
+
+CRD_NAME = f"{crd.PLURAL}.{crd.GROUP}"
+CHILD_KINDS = {
+    "ConfigMap": "v1",
+    "Service": "v1",
+    "PersistentVolumeClaim": "v1",
+    "Deployment": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
+}
+
+
+def credentials(cluster: EmbeddedKubernetes) -> Credentials:
+    return Credentials(server=cluster.server, token=cluster.token, ca_data=cluster.ca_data())
+
+
+def install_crd(cluster: EmbeddedKubernetes) -> dict[str, Any]:
+    """``kubectl apply --server-side -f crds/`` and wait for Established; the live CRD."""
+    import yaml
+
+    cluster.kubectl("apply", "--server-side", "-f", str(crd.crd_path()))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
+    live: dict[str, Any] = yaml.safe_load(cluster.kubectl("get", f"crd/{CRD_NAME}", "-o", "yaml"))
+    return live
+
+
+def example_cr(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"kafka": {"bootstrapServers": "127.0.0.1:9"}, **spec},
+    }
+
+
+async def new_namespace(client: KubeClient, labels: Mapping[str, str] | None = None) -> str:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    body = {"metadata": {"name": name, "labels": dict(labels or {})}}
+    await client.request("POST", "/api/v1/namespaces", body=body)
+    return name
+
+
+def cluster_config(cluster: EmbeddedKubernetes, namespace: str, **overrides: Any) -> OperatorConfig:
+    """The operator's settings for a test: the cluster's kubeconfig, one namespace, fast timers."""
+    values: dict[str, Any] = {
+        "kubeconfig": str(cluster.kubeconfig),
+        "namespaces": namespace,
+        "standalone": True,
+        "tick_seconds": 0.2,
+        "retry_seconds": 0.5,
+        "ensure_topics": False,
+        **overrides,
+    }
+    return OperatorConfig(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_operator(
+    cluster: EmbeddedKubernetes,
+    namespace: str,
+    *,
+    serve_metrics: bool = False,
+    **overrides: Any,
+) -> AsyncIterator[Runtime]:
+    """The real Kopf runtime in its own thread and loop, logged in with the kubeconfig."""
+    config = cluster_config(cluster, namespace, **overrides)
+    async with operator_thread(config, serve_metrics=serve_metrics) as runtime:
+        yield runtime
+
+
+async def eventually(
+    check: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.1
+) -> Any:
+    """Poll ``check`` (sync or async) until truthy, or its AssertionError goes away."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return result
+        except AssertionError as exc:
+            last = exc
+        await asyncio.sleep(interval)
+    if last is not None:
+        raise last
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+class ClusterApi:
+    """One namespace of the real cluster, read and driven the way the operator tests need."""
+
+    def __init__(self, client: KubeClient, namespace: str) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.cr_path = f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{namespace}/{crd.PLURAL}"
+
+    async def cr(self, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = await self.client.request("GET", f"{self.cr_path}/{name}")
+        except NotFound:
+            return None
+        return found
+
+    async def status(self, name: str) -> dict[str, Any]:
+        return dict(((await self.cr(name)) or {}).get("status") or {})
+
+    async def condition(self, name: str, type_: str) -> dict[str, Any]:
+        status = await self.status(name)
+        for condition in status.get("conditions") or []:
+            if condition["type"] == type_:
+                return dict(condition)
+        raise AssertionError(f"no {type_} condition yet: {status}")
+
+    async def create_cr(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        created: dict[str, Any] = await self.client.request("POST", self.cr_path, body=dict(body))
+        return created
+
+    async def patch_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        patched: dict[str, Any] = await self.client.request(
+            "PATCH",
+            f"{self.cr_path}/{name}",
+            body={"spec": dict(spec)},
+            content_type="application/merge-patch+json",
+        )
+        return patched
+
+    async def delete_cr(self, name: str) -> None:
+        await self.client.request("DELETE", f"{self.cr_path}/{name}")
+
+    async def get(self, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
+        return await self.client.get_or_none(api_version, kind, self.namespace, name)
+
+    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        body = {**manifest, "metadata": {**manifest["metadata"], "namespace": self.namespace}}
+        return await self.client.create(body)
+
+    async def children(self, name: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """The objects labelled as this CR's instance, by (kind, name)."""
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for kind, api_version in CHILD_KINDS.items():
+            for obj in await self.client.list(
+                api_version, kind, self.namespace, labels={"app.kubernetes.io/instance": name}
+            ):
+                if not obj["metadata"].get("deletionTimestamp"):
+                    found[(kind, obj["metadata"]["name"])] = obj
+        return found
+
+    async def expected_children(self, name: str) -> set[tuple[str, str]]:
+        cr = await self.cr(name)
+        assert cr is not None
+        return {(m["kind"], m["metadata"]["name"]) for m in render.render(cr)}
+
+    async def all_children_applied(self, name: str) -> bool:
+        return set(await self.children(name)) == await self.expected_children(name)
+
+    async def pods(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        return await self.client.list("v1", "Pod", self.namespace, labels=labels)
+
+    async def report_ready(
+        self, name: str, *, keep_unready: int = 0, component: str | None = None
+    ) -> int:
+        """What kubelets would report: this CR's Pods Running and Ready. ``keep_unready`` Pods
+        of ``component`` are left as they are. The count of Pods reported ready."""
+        labels = {"app.kubernetes.io/instance": name}
+        reported = 0
+        for pod in sorted(await self.pods(labels), key=lambda p: p["metadata"]["name"]):
+            pod_labels = pod["metadata"].get("labels") or {}
+            if keep_unready and pod_labels.get("app.kubernetes.io/component") == component:
+                keep_unready -= 1
+                continue
+            if not _ready(pod):
+                await self._mark_ready(pod)
+            reported += 1
+        return reported
+
+    async def _mark_ready(self, pod: Mapping[str, Any]) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        conditions = [
+            {"type": t, "status": "True", "lastTransitionTime": now}
+            for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+        ]
+        containers = [
+            {
+                "name": c["name"],
+                "image": c["image"],
+                "imageID": "",
+                "ready": True,
+                "started": True,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": now}},
+            }
+            for c in pod["spec"]["containers"]
+        ]
+        status = {
+            "phase": "Running",
+            "startTime": now,
+            "conditions": conditions,
+            "containerStatuses": containers,
+        }
+        await self.client.merge_patch(
+            "v1",
+            "Pod",
+            self.namespace,
+            pod["metadata"]["name"],
+            {"status": status},
+            subresource="status",
+        )
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
