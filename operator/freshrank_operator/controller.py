@@ -127,6 +127,8 @@ class CrState:
     problems: list[Problem] = field(default_factory=list)
     # spec hash of each child as last applied: a child event with another hash is drift.
     rendered: dict[Key, str] = field(default_factory=dict)
+    # ... and the field paths each sets: another writer touching one of them is drift too.
+    rendered_paths: dict[Key, frozenset[tuple[str, ...]]] = field(default_factory=dict)
     # The status as last written (or as found on the CR): only changes are patched.
     status: dict[str, Any] = field(default_factory=dict)
     # StatefulSet name -> (reason, message, generation) from its FailedCreate Events.
@@ -214,7 +216,10 @@ class Controller:
         key = (api_version, kind, body["metadata"]["name"])
         rendered = state.rendered.get(key)
         annotations = body["metadata"].get("annotations") or {}
-        if rendered is not None and annotations.get(render.SPEC_HASH_ANNOTATION) != rendered:
+        if rendered is not None and (
+            annotations.get(render.SPEC_HASH_ANNOTATION) != rendered
+            or reconcile.edited_by_others(body, state.rendered_paths.get(key, frozenset()))
+        ):
             state.reconcile_due = True  # edited away from its rendering
             state.wake.set()
         elif kind in WORKLOAD_KINDS:
@@ -385,12 +390,13 @@ class Controller:
             kind, name = pruned.split("/", 1)
             for key in [k for k in self.cache.owned(meta["uid"]) if k[1:] == (kind, name)]:
                 self.cache.children.get(meta["uid"], {}).pop(key, None)
-        applied = {c.child for c in result.failed} | set(result.foreign)
+        not_applied = {c.child for c in result.failed} | set(result.foreign)
+        kept = [m for m in manifests if f"{m['kind']}/{m['metadata']['name']}" not in not_applied]
         state.rendered = {
             render.child_key(m): str(m["metadata"]["annotations"][render.SPEC_HASH_ANNOTATION])
-            for m in manifests
-            if f"{m['kind']}/{m['metadata']['name']}" not in applied
+            for m in kept
         }
+        state.rendered_paths = {render.child_key(m): reconcile.manifest_paths(m) for m in kept}
         for label in result.applied:
             self.metrics.children_applied.labels(label.split("/")[0]).inc()
         log.info(

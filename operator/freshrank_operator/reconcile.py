@@ -38,7 +38,9 @@ __all__ = [
     "apply_children",
     "check_references",
     "child_field",
+    "edited_by_others",
     "ensure_kafka_topics",
+    "manifest_paths",
     "observe",
     "owned_children",
     "owns_field",
@@ -221,14 +223,74 @@ async def _hand_over_replicas(
     )
 
 
+Path = tuple[str, ...]
+
+
+def manifest_paths(manifest: Mapping[str, Any], prefix: Path = ()) -> frozenset[Path]:
+    """The field paths a manifest sets; a list counts as one path (its items are not keyed
+    the way managedFields keys them)."""
+    paths: set[Path] = set()
+    for key, value in manifest.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and value:
+            paths |= manifest_paths(value, path)
+        else:
+            paths.add(path)
+    return frozenset(paths)
+
+
+def _entry_paths(fields: Mapping[str, Any], prefix: Path = ()) -> set[Path]:
+    """A managedFields entry's fieldsV1 as paths (``f:name`` steps; a list item ends one)."""
+    paths: set[Path] = set()
+    for key, value in fields.items():
+        if key.startswith("f:"):
+            path = (*prefix, key[2:])
+            inner = _entry_paths(value, path) if isinstance(value, Mapping) else set()
+            paths |= inner or {path}
+        elif key != ".":
+            paths.add(prefix)  # k:/v:/i: list items: the list itself
+    return paths
+
+
+def edited_by_others(obj: Mapping[str, Any], rendered: frozenset[Path]) -> bool:
+    """Whether another writer changed a field the operator renders since its last apply.
+
+    managedFields says who last wrote which fields, and when: an entry of another manager on
+    the object itself (not a status or scale subresource, which controllers own) at or after
+    the operator's apply, touching a rendered field, is an edit the rendering must win back.
+    Fields the operator does not render (a controller's annotations) are not drift.
+    """
+    entries = obj.get("metadata", {}).get("managedFields") or []
+    ours = [str(e.get("time", "")) for e in entries if e.get("manager") == FIELD_MANAGER]
+    if not ours:
+        return False
+    applied = max(ours)
+    for entry in entries:
+        if (
+            entry.get("manager") in {FIELD_MANAGER, HANDOVER_MANAGER}
+            or entry.get("subresource")
+            or str(entry.get("time", "")) < applied
+        ):
+            continue
+        for path in _entry_paths(entry.get("fieldsV1") or {}):
+            if any(path[: len(mine)] == mine for mine in rendered):
+                return True
+    return False
+
+
 async def _apply_one(
     client: KubeClient, manifest: Mapping[str, Any], live: Mapping[str, Any] | None
 ) -> dict[str, Any] | None:
-    """Apply unless the live child already carries this rendering's hash.
+    """Apply unless the live child already carries this rendering's hash (and nobody else
+    edited it since).
 
     Returns the object the server answered, or None when nothing was written.
     """
-    if live is not None and _spec_hash(live) == _spec_hash(manifest):
+    if (
+        live is not None
+        and _spec_hash(live) == _spec_hash(manifest)
+        and not edited_by_others(live, manifest_paths(manifest))
+    ):
         return None
     meta = manifest["metadata"]
     with tracer.start_as_current_span(

@@ -33,3 +33,25 @@ def test_operator_bench_runs_both_sides_and_reports_costs(tmp_path: Path) -> Non
     assert len(results["load_average_before"]) == 3
     ratios = {row["metric"]: row["ratio"] for row in results["rows"]}
     assert all(ratio is not None and ratio > 0 for ratio in ratios.values())
+
+
+def test_operator_bench_on_envtest_measures_both_sides_and_idle_cost(tmp_path: Path) -> None:
+    """`--envtest`: on a real API server (what `make envtest` built), requests counted from
+    its audit log."""
+    argv = [sys.executable, "-m", "freshrank.cli", "bench", "operator", "--envtest"]
+    argv += ["--crs", "3", "--idle-seconds", "5", "--timeout", "120"]
+    env = {
+        **os.environ,
+        "FRESHRANK_BENCH_DIR": str(tmp_path),
+        "COLUMNS": "160",
+    }
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "envtest kube-apiserver" in done.stdout
+    results = json.loads((tmp_path / "operator-envtest.json").read_text())
+    for side in ("ours", "peer"):
+        assert 0 < results[side]["children_p50_ms"] <= results[side]["children_max_ms"]
+        # Every CR needs at least its children written (11 for the default spec).
+        assert results[side]["requests_per_cr"] >= 11
+    assert results["idle"]["requests_per_min"] > 0  # the operator's periodic reads
+    assert results["idle"]["cpu_ms_per_min_per_cr"] > 0

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from freshrank.embedded.kubernetes import EmbeddedKubernetes
+from freshrank.embedded.kubernetes import EmbeddedKubernetes, KubectlError
 from freshrank_operator import crd, render
 from freshrank_operator.config import OperatorConfig
 from freshrank_operator.handlers import Runtime
@@ -56,6 +56,16 @@ def install_crd(cluster: EmbeddedKubernetes) -> dict[str, Any]:
 
     cluster.kubectl("apply", "--server-side", "-f", str(crd.crd_path()))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
+    # The CRs' endpoint can lag the Established condition by a moment.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            cluster.kubectl("get", CRD_NAME, "--all-namespaces")
+            break
+        except KubectlError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     live: dict[str, Any] = yaml.safe_load(cluster.kubectl("get", f"crd/{CRD_NAME}", "-o", "yaml"))
     return live
 
@@ -174,13 +184,15 @@ class ClusterApi:
         return await self.client.create(body)
 
     async def children(self, name: str) -> dict[tuple[str, str], dict[str, Any]]:
-        """The objects labelled as this CR's instance, by (kind, name)."""
+        """The objects this CR owns (not the StatefulSet's claims, which carry its labels)."""
         found: dict[tuple[str, str], dict[str, Any]] = {}
         for kind, api_version in CHILD_KINDS.items():
             for obj in await self.client.list(
                 api_version, kind, self.namespace, labels={"app.kubernetes.io/instance": name}
             ):
-                if not obj["metadata"].get("deletionTimestamp"):
+                owners = obj["metadata"].get("ownerReferences") or []
+                owned = any(o["kind"] == crd.KIND and o["name"] == name for o in owners)
+                if owned and not obj["metadata"].get("deletionTimestamp"):
                     found[(kind, obj["metadata"]["name"])] = obj
         return found
 

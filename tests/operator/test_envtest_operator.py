@@ -345,3 +345,29 @@ async def test_twenty_idle_crs_cost_no_api_requests(
         if n and key.split()[1].startswith("recommenderdeployments") and key.split()[0] != "GET"
     }
     assert not writes, _per_minute(running, window)
+
+
+async def test_a_deleted_or_edited_child_is_rendered_again(
+    kube_cluster: EmbeddedKubernetes, namespace: str, cluster_api: ClusterApi
+) -> None:
+    async with running_operator(kube_cluster, namespace, retry_seconds=300):
+        await cluster_api.create_cr(example_cr("shop", namespace))
+
+        async def service() -> dict[str, Any] | None:
+            return await cluster_api.get("v1", "Service", "shop-ranking")
+
+        await eventually(service)
+        await cluster_api.client.delete("v1", "Service", namespace, "shop-ranking")
+        recreated = await eventually(service, timeout=30)  # the watch, not the 300 s retry
+        assert recreated["metadata"]["ownerReferences"][0]["kind"] == "RecommenderDeployment"
+        await cluster_api.client.merge_patch(
+            "v1", "ConfigMap", namespace, "shop-config", {"data": {"FRESHRANK_NAME": "edited"}}
+        )
+
+        async def restored() -> bool:
+            live = await cluster_api.get("v1", "ConfigMap", "shop-config")
+            assert live is not None
+            assert live["data"]["FRESHRANK_NAME"] == "shop", live["metadata"]["managedFields"]
+            return True
+
+        await eventually(restored, timeout=30)

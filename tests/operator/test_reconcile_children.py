@@ -186,3 +186,47 @@ def test_a_deployment_replica_failure_names_the_component() -> None:
 def test_a_healthy_workload_is_not_degraded() -> None:
     ok = WorkloadState("ranking", desired=1, ready=0, updated=0, rolled_out=True)
     assert conditions([ok], [])[2]["status"] == "False"
+
+
+def _managed(*entries: tuple[str, str, dict[str, Any], str | None]) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "managedFields": [
+                {
+                    "manager": manager,
+                    "operation": "Apply" if manager == FIELD_MANAGER else "Update",
+                    "time": time,
+                    "fieldsV1": fields,
+                    **({"subresource": sub} if sub else {}),
+                }
+                for manager, time, fields, sub in entries
+            ]
+        }
+    }
+
+
+RENDERED = reconcile.manifest_paths(
+    {
+        "metadata": {"annotations": {render.SPEC_HASH_ANNOTATION: "h"}},
+        "data": {"FRESHRANK_NAME": "shop"},
+        "spec": {"template": {"spec": {"containers": [{"name": "ranking"}]}}},
+    }
+)
+OURS = (FIELD_MANAGER, "2026-01-01T00:00:10Z", {"f:data": {"f:FRESHRANK_NAME": {}}}, None)
+
+
+def test_an_edit_of_a_rendered_field_is_drift() -> None:
+    edited = ("kubectl-edit", "2026-01-01T00:00:20Z", {"f:data": {"f:FRESHRANK_NAME": {}}}, None)
+    assert reconcile.edited_by_others(_managed(OURS, edited), RENDERED)
+    container = {"f:spec": {"f:template": {"f:spec": {"f:containers": {'k:{"name":"x"}': {}}}}}}
+    env_edit = ("kubectl-edit", "2026-01-01T00:00:20Z", container, None)
+    assert reconcile.edited_by_others(_managed(OURS, env_edit), RENDERED)
+
+
+def test_controllers_writing_their_own_fields_are_not_drift() -> None:
+    revision = {"f:metadata": {"f:annotations": {"f:deployment.kubernetes.io/revision": {}}}}
+    controller = ("kube-controller-manager", "2026-01-01T00:00:20Z", revision, None)
+    status = ("kube-controller-manager", "2026-01-01T00:00:20Z", {"f:data": {}}, "status")
+    older = ("kubectl-edit", "2026-01-01T00:00:05Z", {"f:data": {"f:FRESHRANK_NAME": {}}}, None)
+    for other in (controller, status, older):
+        assert not reconcile.edited_by_others(_managed(OURS, other), RENDERED)

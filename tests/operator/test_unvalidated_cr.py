@@ -1,0 +1,39 @@
+"""The operator re-checks every CR against the schema: one that bypassed it is Degraded.
+
+The one operator test left on kmock's emulator: a real API server cannot be made to store a
+CR its schema rejects (tests/operator/test_envtest_crd.py shows it refusing them), but an older
+CRD version or a schema edit can leave such CRs behind, and the operator must not crash on them.
+"""
+
+from __future__ import annotations
+
+import kmock
+from kube_harness import CR_RESOURCE, FakeApi, eventually, example_cr, running_operator
+
+from freshrank_operator import crd
+
+NS = "default"
+
+
+async def test_a_cr_that_bypassed_the_schema_is_degraded_not_crashed(
+    emulator: kmock.KubernetesEmulator, api: FakeApi
+) -> None:
+    body = example_cr("shop", autoscaling={"minReplicas": 9, "maxReplicas": 3})
+    body["metadata"].update({"uid": "u-1", "generation": 1, "resourceVersion": "1"})
+    async with running_operator(str(emulator.url)):
+        async with emulator.post(
+            f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{NS}/{crd.PLURAL}", json=body
+        ) as response:
+            assert response.status < 300
+
+        def degraded() -> dict[str, object]:
+            cr = api.get(CR_RESOURCE, NS, "shop") or {}
+            for condition in (cr.get("status") or {}).get("conditions") or []:
+                if condition["type"] == "Degraded":
+                    return dict(condition)
+            raise AssertionError(f"no Degraded condition yet: {cr.get('status')}")
+
+        condition = await eventually(degraded)
+        assert condition["reason"] == "InvalidSpec"
+        assert "spec.autoscaling.minReplicas" in str(condition["message"])
+        assert not api.children(NS, "shop")
