@@ -251,7 +251,7 @@ class Controller:
         if event_type == "DELETED":
             pods.pop(meta["name"], None)
         else:
-            pods[meta["name"]] = dict(body)
+            pods[meta["name"]] = _pod_essentials(body)
         if before != _running(pods.get(meta["name"])):
             for state in self.states.values():  # ticking starts or stops with running pods
                 if (state.meta.get("namespace"), state.meta.get("name")) == (
@@ -676,6 +676,26 @@ def event_manifest(cr: Mapping[str, Any], type_: str, reason: str, message: str)
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,
         "count": 1,
+    }
+
+
+def _pod_essentials(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """What scraping needs of a pod (the watch sees every pod with an instance label, not
+    only ours: keep memory per pod small)."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    containers = (pod.get("spec") or {}).get("containers") or []
+    return {
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "labels": dict(meta.get("labels") or {}),
+        },
+        "spec": {
+            "containers": [
+                {"name": c.get("name"), "ports": list(c.get("ports") or [])} for c in containers
+            ]
+        },
+        "status": {"phase": status.get("phase"), "podIP": status.get("podIP")},
     }
 
 
