@@ -27,6 +27,7 @@ __all__ = [
     "KubeClient",
     "KubeError",
     "NotFound",
+    "ResourceTypeMissing",
     "object_path",
 ]
 
@@ -60,6 +61,14 @@ class KubeError(RuntimeError):
 
 class NotFound(KubeError):
     pass
+
+
+class ResourceTypeMissing(NotFound):
+    """The server does not serve this kind at all (its CRD is not installed).
+
+    The API server answers such a path with a bare ``404 page not found`` text, not the
+    ``Status`` object it returns for a missing object or namespace.
+    """
 
 
 class Conflict(KubeError):
@@ -132,6 +141,8 @@ def _raise_for(status: int, body: Any) -> None:
     reason = body.get("reason", "") if isinstance(body, dict) else ""
     message = body.get("message", str(body)) if isinstance(body, dict) else str(body)
     if status == 404:
+        if not (isinstance(body, dict) and body.get("kind") == "Status"):
+            raise ResourceTypeMissing(status, "NotFound", message)
         raise NotFound(status, reason or "NotFound", message)
     if status == 409:
         raise Conflict(status, reason or "Conflict", message)
@@ -237,6 +248,8 @@ class KubeClient:
     ) -> dict[str, Any] | None:
         try:
             return await self.get(api_version, kind, namespace, name)
+        except ResourceTypeMissing:
+            raise  # not "no such object": no such kind (a CRD is missing)
         except NotFound:
             return None
 
@@ -266,13 +279,19 @@ class KubeClient:
         )
         return result
 
-    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply ``manifest`` (create it when the server cannot apply-create)."""
+    async def apply(
+        self, manifest: Mapping[str, Any], *, field_manager: str | None = None
+    ) -> dict[str, Any]:
+        """Server-side apply ``manifest`` (create it when the server cannot apply-create).
+
+        Forced: the operator owns what it renders (callers check ownership first: an object
+        that exists but is not the CR's is never applied over).
+        """
         meta = manifest["metadata"]
         path = object_path(
             manifest["apiVersion"], manifest["kind"], meta.get("namespace"), meta["name"]
         )
-        params = {"fieldManager": self._field_manager, "force": "true"}
+        params = {"fieldManager": field_manager or self._field_manager, "force": "true"}
         for _ in range(3):
             try:
                 result: dict[str, Any] = await self.request(
@@ -283,6 +302,8 @@ class KubeClient:
                     content_type="application/apply-patch+yaml",
                 )
                 return result
+            except ResourceTypeMissing:
+                raise
             except NotFound:
                 try:
                     return await self.create(manifest)

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 
 from freshrank_operator import render
-from freshrank_operator.kube import KubeClient, KubeError, NotFound
+from freshrank_operator.kube import (
+    FIELD_MANAGER,
+    KubeClient,
+    KubeError,
+    NotFound,
+    ResourceTypeMissing,
+)
 from freshrank_operator.observe import Buckets, TrainerReport, parse_latency_buckets
 from freshrank_operator.status import Problem, WorkloadState, workload_state
 
@@ -24,15 +30,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHILD_KINDS",
+    "HANDOVER_MANAGER",
     "ApplyResult",
+    "ChildFailure",
     "Observation",
     "References",
     "apply_children",
     "check_references",
-    "delete_children",
+    "child_field",
+    "edited_by_others",
     "ensure_kafka_topics",
+    "manifest_paths",
     "observe",
     "owned_children",
+    "owns_field",
     "reference_problems",
     "scrape_ranking_latency",
     "secret_value",
@@ -52,16 +63,6 @@ CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
 )
-
-
-@dataclass
-class ApplyResult:
-    applied: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    pruned: list[str] = field(default_factory=list)
-    # Every rendered child as the server holds it after the apply (what it answered, or
-    # what the list showed when nothing was written): enough to observe without relisting.
-    live: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _label(manifest: Mapping[str, Any]) -> str:
@@ -173,19 +174,130 @@ def _spec_hash(obj: Mapping[str, Any]) -> str | None:
     return None if value is None else str(value)
 
 
+# Holds a Deployment's replicas while the operator hands them to an HPA or KEDA (see
+# _hand_over_replicas); the autoscaler's controller takes the field from it on its first scale.
+HANDOVER_MANAGER = "freshrank-handover"
+
+
+def owns_field(obj: Mapping[str, Any], manager: str, *path: str) -> bool:
+    """Whether ``manager``'s server-side apply owns the field at ``path`` (managedFields)."""
+    for entry in obj.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        fields = entry.get("fieldsV1") or {}
+        for part in path:
+            fields = fields.get(f"f:{part}")
+            if not isinstance(fields, dict):
+                break
+        else:
+            return True
+    return False
+
+
+async def _hand_over_replicas(
+    client: KubeClient, manifest: Mapping[str, Any], live: Mapping[str, Any] | None
+) -> None:
+    """Keep a Deployment's replicas when the rendering stops setting them (engine -> hpa).
+
+    Server-side apply removes a field its last manager releases: the Deployment would fall
+    back to 1 replica before the HPA acts. As Kubernetes documents for handing a field to
+    an HPA, a second manager first applies the current value, so the field survives the
+    operator's release until the HPA's controller takes it.
+    """
+    if (
+        manifest["kind"] != "Deployment"
+        or live is None
+        or "replicas" in manifest.get("spec", {})
+        or (live.get("spec") or {}).get("replicas") is None
+        or not owns_field(live, FIELD_MANAGER, "spec", "replicas")
+    ):
+        return
+    meta = manifest["metadata"]
+    await client.apply(
+        {
+            "apiVersion": manifest["apiVersion"],
+            "kind": manifest["kind"],
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "spec": {"replicas": live["spec"]["replicas"]},
+        },
+        field_manager=HANDOVER_MANAGER,
+    )
+
+
+Path = tuple[str, ...]
+
+
+def manifest_paths(manifest: Mapping[str, Any], prefix: Path = ()) -> frozenset[Path]:
+    """The field paths a manifest sets; a list counts as one path (its items are not keyed
+    the way managedFields keys them)."""
+    paths: set[Path] = set()
+    for key, value in manifest.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and value:
+            paths |= manifest_paths(value, path)
+        else:
+            paths.add(path)
+    return frozenset(paths)
+
+
+def _entry_paths(fields: Mapping[str, Any], prefix: Path = ()) -> set[Path]:
+    """A managedFields entry's fieldsV1 as paths (``f:name`` steps; a list item ends one)."""
+    paths: set[Path] = set()
+    for key, value in fields.items():
+        if key.startswith("f:"):
+            path = (*prefix, key[2:])
+            inner = _entry_paths(value, path) if isinstance(value, Mapping) else set()
+            paths |= inner or {path}
+        elif key != ".":
+            paths.add(prefix)  # k:/v:/i: list items: the list itself
+    return paths
+
+
+def edited_by_others(obj: Mapping[str, Any], rendered: frozenset[Path]) -> bool:
+    """Whether another writer changed a field the operator renders since its last apply.
+
+    managedFields says who last wrote which fields, and when: an entry of another manager on
+    the object itself (not a status or scale subresource, which controllers own) at or after
+    the operator's apply, touching a rendered field, is an edit the rendering must win back.
+    Fields the operator does not render (a controller's annotations) are not drift.
+    """
+    entries = obj.get("metadata", {}).get("managedFields") or []
+    ours = [str(e.get("time", "")) for e in entries if e.get("manager") == FIELD_MANAGER]
+    if not ours:
+        return False
+    applied = max(ours)
+    for entry in entries:
+        if (
+            entry.get("manager") in {FIELD_MANAGER, HANDOVER_MANAGER}
+            or entry.get("subresource")
+            or str(entry.get("time", "")) < applied
+        ):
+            continue
+        for path in _entry_paths(entry.get("fieldsV1") or {}):
+            if any(path[: len(mine)] == mine for mine in rendered):
+                return True
+    return False
+
+
 async def _apply_one(
     client: KubeClient, manifest: Mapping[str, Any], live: Mapping[str, Any] | None
 ) -> dict[str, Any] | None:
-    """Apply unless the live child already carries this rendering's hash.
+    """Apply unless the live child already carries this rendering's hash (and nobody else
+    edited it since).
 
     Returns the object the server answered, or None when nothing was written.
     """
-    if live is not None and _spec_hash(live) == _spec_hash(manifest):
+    if (
+        live is not None
+        and _spec_hash(live) == _spec_hash(manifest)
+        and not edited_by_others(live, manifest_paths(manifest))
+    ):
         return None
     meta = manifest["metadata"]
     with tracer.start_as_current_span(
         "apply", attributes={"k8s.kind": manifest["kind"], "k8s.name": meta["name"]}
     ):
+        await _hand_over_replicas(client, manifest, live)
         written = await client.apply(manifest)
     written.setdefault("apiVersion", manifest["apiVersion"])
     written.setdefault("kind", manifest["kind"])
@@ -211,28 +323,123 @@ async def owned_children(
     return [item for group in groups for item in group]
 
 
+# Which part of the CR each child renders (named in problems so the user knows what to fix).
+_COMPONENT_FIELDS = {
+    "config": "spec.kafka, spec.telemetry",
+    "feature": "spec.featureStore",
+    "models": "spec.triton.modelRepository",
+    "trainer": "spec.trainer",
+    "triton": "spec.triton",
+    "ranking": "spec.ranking",
+}
+
+
+def child_field(manifest: Mapping[str, Any]) -> str:
+    """The CR field a child is rendered from, e.g. ``spec.autoscaling.engine`` for an HPA."""
+    if manifest["kind"] in {"HorizontalPodAutoscaler", "ScaledObject"}:
+        return "spec.autoscaling.engine"
+    labels = manifest.get("metadata", {}).get("labels") or {}
+    return _COMPONENT_FIELDS.get(str(labels.get("app.kubernetes.io/component")), "spec")
+
+
+def _plural(api_version: str, kind: str) -> str:
+    from freshrank_operator.kube import PLURALS
+
+    group = api_version.split("/")[0] if "/" in api_version else ""
+    return f"{PLURALS[kind]}.{group}" if group else PLURALS[kind]
+
+
+def _failure_message(manifest: Mapping[str, Any], exc: KubeError) -> str:
+    if isinstance(exc, ResourceTypeMissing):
+        api_version, kind = manifest["apiVersion"], manifest["kind"]
+        installer = " (KEDA is not installed)" if kind == "ScaledObject" else ""
+        return (
+            f"the {kind} API {api_version} is not served by this cluster: "
+            f"its CRD {_plural(api_version, kind)} is missing{installer}"
+        )
+    return str(exc)
+
+
+@dataclass(frozen=True)
+class ChildFailure:
+    child: str  # Kind/name
+    field: str  # the CR field it is rendered from
+    message: str
+
+
+@dataclass
+class ApplyResult:
+    applied: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    # Every rendered child as the server holds it after the apply (what it answered, or
+    # what was live when nothing was written): enough to observe without relisting.
+    live: list[dict[str, Any]] = field(default_factory=list)
+    # Objects with a child's name that the CR does not own: never applied over, never pruned.
+    foreign: list[str] = field(default_factory=list)
+    failed: list[ChildFailure] = field(default_factory=list)
+
+    def problems(self, namespace: str) -> list[Problem]:
+        """One problem per child that is not as rendered, each naming the child."""
+        problems = [
+            Problem(
+                "ChildNotOwned",
+                f"{child}: an object of that name already exists in namespace {namespace!r} "
+                "and is not owned by this RecommenderDeployment; it is left untouched "
+                "(rename or delete it, or rename the RecommenderDeployment)",
+            )
+            for child in self.foreign
+        ]
+        problems += [
+            Problem("ChildApplyFailed", f"{f.child} ({f.field}): {f.message}") for f in self.failed
+        ]
+        return problems
+
+
 async def apply_children(
-    client: KubeClient, cr: Mapping[str, Any], manifests: Sequence[Mapping[str, Any]]
+    client: KubeClient,
+    cr: Mapping[str, Any],
+    manifests: Sequence[Mapping[str, Any]],
+    live: Mapping[tuple[str, str, str], Mapping[str, Any]] | None = None,
 ) -> ApplyResult:
     """Apply what changed, then delete owned children the rendering no longer contains.
 
-    One label-selected list per child kind tells both what is live (and its hash) and what
-    to prune: no GET per child, so an unchanged CR costs a handful of lists and no writes.
+    ``live``: the CR's owned children by (apiVersion, kind, name), from the operator's
+    watches; without it one label-selected list per kind is made. A child missing there is
+    looked up by name before it is applied: an object the CR does not own (a user's
+    ConfigMap of the same name) is reported in ``foreign`` and left untouched, never
+    adopted. Every child is attempted; each failure is reported, not only the first.
     """
     result = ApplyResult()
     meta = cr["metadata"]
-    live = {
-        _live_key(obj): obj
-        for obj in await owned_children(client, meta["namespace"], meta["name"], meta["uid"])
-    }
-    written = await asyncio.gather(
-        *(_apply_one(client, m, live.get(render.child_key(m))) for m in manifests)
-    )
-    for manifest, answer in zip(manifests, written, strict=True):
-        (result.applied if answer is not None else result.unchanged).append(_label(manifest))
-        result.live.append(answer if answer is not None else live[render.child_key(manifest)])
+    if live is None:
+        listed = await owned_children(client, meta["namespace"], meta["name"], meta["uid"])
+        live = {_live_key(obj): obj for obj in listed}
+
+    async def one(manifest: Mapping[str, Any]) -> None:
+        label, key = _label(manifest), render.child_key(manifest)
+        current = live.get(key)
+        try:
+            if current is None:
+                current = await client.get_or_none(key[0], key[1], meta["namespace"], key[2])
+                if current is not None and not _owned_by(current, meta["uid"]):
+                    result.foreign.append(label)
+                    return
+            answer = await _apply_one(client, manifest, current)
+        except KubeError as exc:
+            result.failed.append(
+                ChildFailure(label, child_field(manifest), _failure_message(manifest, exc))
+            )
+            return
+        (result.applied if answer is not None else result.unchanged).append(label)
+        result.live.append(answer if answer is not None else dict(current or {}))
+
+    await asyncio.gather(*(one(m) for m in manifests))
+    order = {_label(m): i for i, m in enumerate(manifests)}  # reports in rendering order
+    result.foreign.sort(key=order.__getitem__)
+    result.failed.sort(key=lambda f: order[f.child])
     wanted = {render.child_key(m) for m in manifests}
-    for key in live:
+    for key in list(live):
         if key not in wanted:
             await client.delete(key[0], key[1], meta["namespace"], key[2])
             result.pruned.append(f"{key[1]}/{key[2]}")
@@ -241,17 +448,6 @@ async def apply_children(
 
 def _live_key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
     return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
-
-
-async def delete_children(client: KubeClient, cr: Mapping[str, Any]) -> list[str]:
-    """Delete every child (the API server's GC would too; the emulator has none)."""
-    meta = cr["metadata"]
-    deleted = []
-    for obj in await owned_children(client, meta["namespace"], meta["name"], meta["uid"]):
-        name = obj["metadata"]["name"]
-        if await client.delete(obj["apiVersion"], obj["kind"], meta["namespace"], name):
-            deleted.append(f"{obj['kind']}/{name}")
-    return deleted
 
 
 def topics_for(name: str) -> list[str]:
@@ -361,40 +557,48 @@ async def prometheus_p95_ms(client: KubeClient, url: str, query: str) -> float |
 
 
 async def observe(
-    client: KubeClient, cr: Mapping[str, Any], children: Sequence[Mapping[str, Any]] | None = None
+    client: KubeClient,
+    cr: Mapping[str, Any],
+    children: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    pods: Sequence[Mapping[str, Any]] | None = None,
+    failures: Mapping[str, tuple[str, str]] | None = None,
 ) -> Observation:
     """Workload readiness, the trainer's report and the ranking replicas of ``cr``.
 
-    ``children``: the live children if the caller has them (a reconcile just applied them);
-    otherwise the Deployments and StatefulSets are listed.
+    ``children`` and ``pods``: what the operator's watches hold; each is listed when not
+    given. ``failures``: a workload's failure reported outside its status, by child name
+    (a StatefulSet's FailedCreate Event).
     """
     meta = cr["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
-    pods_listed = _instance_pods(client, namespace, name)
+    if pods is None:
+        pods = await _instance_pods(client, namespace, name)
+    pod_list = [dict(p) for p in pods]
     if children is None:
-        deployments, statefulsets, pods = await asyncio.gather(
+        deployments, statefulsets = await asyncio.gather(
             client.list("apps/v1", "Deployment", namespace, labels=_instance_labels(name)),
             client.list("apps/v1", "StatefulSet", namespace, labels=_instance_labels(name)),
-            pods_listed,
         )
-        workload_objects: Sequence[Mapping[str, Any]] = [*deployments, *statefulsets]
-    else:
-        pods = await pods_listed
-        workload_objects = [c for c in children if c.get("kind") in {"Deployment", "StatefulSet"}]
+        for obj in deployments:
+            obj.setdefault("kind", "Deployment")
+        for obj in statefulsets:
+            obj.setdefault("kind", "StatefulSet")
+        children = [*deployments, *statefulsets]
     workloads: list[WorkloadState] = []
     replicas = ready = None
-    for obj in workload_objects:
-        if not _owned_by(obj, uid):
+    for child in children:
+        if child.get("kind") not in {"Deployment", "StatefulSet"} or not _owned_by(child, uid):
             continue
-        state = workload_state(obj)
+        state = workload_state(child, (failures or {}).get(child["metadata"]["name"]))
         workloads.append(state)
         if state.component == "ranking":
             replicas, ready = state.desired, state.ready
     workloads.sort(key=_component_order)
     trainer = None
-    for text in (await _pod_metrics(client, pods, "trainer")).values():
+    for text in (await _pod_metrics(client, pod_list, "trainer")).values():
         trainer = TrainerReport.from_metrics(text)
-    return Observation(workloads, trainer, replicas, ready, pods)
+    return Observation(workloads, trainer, replicas, ready, pod_list)
 
 
 def _component_order(workload: WorkloadState) -> int:

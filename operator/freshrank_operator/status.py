@@ -2,8 +2,10 @@
 
 ``Ready`` is True when every workload has all its replicas ready; ``Progressing`` while a
 rollout or scale is under way; ``Degraded`` when something the operator found (a bad spec, a
-missing Secret, Kafka unreachable, an apply refused) keeps it from converging. Reasons are
-CamelCase and name the part (``RankingNotReady``, ``KafkaUnavailable``); messages name fields.
+missing Secret, Kafka unreachable, an apply refused) or a child's controller reports (pods it
+cannot create: ``ReplicaFailure``/``FailedCreate``, a rollout past its deadline) keeps it from
+converging. Reasons are CamelCase and name the part (``RankingNotReady``, ``KafkaUnavailable``,
+``TrainerFailedCreate``); messages name fields or the child.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ __all__ = [
     "conditions",
     "merge_conditions",
     "now_iso",
+    "workload_failure",
+    "workload_problems",
     "workload_state",
 ]
 
@@ -40,6 +44,11 @@ class WorkloadState:
     ready: int
     updated: int
     rolled_out: bool  # the controller has seen the latest spec
+    kind: str = "Deployment"
+    name: str = ""
+    # What the workload's controller reports as failing (reason, message), e.g. pods it
+    # cannot create (Pod Security, quota): the CR is Degraded, not just "0/1 ready".
+    failure: tuple[str, str] | None = None
 
     @property
     def is_ready(self) -> bool:
@@ -50,8 +59,30 @@ class WorkloadState:
         return not self.rolled_out or self.updated < self.desired or self.ready < self.desired
 
 
-def workload_state(obj: Mapping[str, Any]) -> WorkloadState:
-    """A Deployment's or StatefulSet's readiness from its spec and status."""
+def workload_failure(obj: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The failure a Deployment's conditions report: ``ReplicaFailure`` (copied from its
+    ReplicaSet: FailedCreate and the admission's message) or a rollout past its deadline."""
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        kind, status = condition.get("type"), condition.get("status")
+        if kind == "ReplicaFailure" and status == "True":
+            return str(condition.get("reason") or "ReplicaFailure"), str(
+                condition.get("message") or ""
+            )
+        if (
+            kind == "Progressing"
+            and status == "False"
+            and condition.get("reason") == "ProgressDeadlineExceeded"
+        ):
+            return "ProgressDeadlineExceeded", str(condition.get("message") or "")
+    return None
+
+
+def workload_state(obj: Mapping[str, Any], failure: tuple[str, str] | None = None) -> WorkloadState:
+    """A Deployment's or StatefulSet's readiness from its spec and status.
+
+    ``failure``: what the controller reported elsewhere (a StatefulSet has no such
+    conditions; its FailedCreate is an Event), else read from the object's conditions.
+    """
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     meta = obj.get("metadata") or {}
     labels = meta.get("labels") or {}
@@ -64,6 +95,9 @@ def workload_state(obj: Mapping[str, Any]) -> WorkloadState:
         ready=int(status.get("readyReplicas") or 0),
         updated=int(status.get("updatedReplicas") or 0),
         rolled_out=generation is None or observed is None or observed >= generation,
+        kind=str(obj.get("kind") or "Deployment"),
+        name=str(meta.get("name", "")),
+        failure=failure or workload_failure(obj),
     )
 
 
@@ -84,10 +118,20 @@ def _camel(component: str) -> str:
     return component[:1].upper() + component[1:]
 
 
+def workload_problems(workloads: Sequence[WorkloadState]) -> list[Problem]:
+    """Each failing workload as a problem whose reason names the component."""
+    return [
+        Problem(f"{_camel(w.component)}{w.failure[0]}", f"{w.kind}/{w.name}: {w.failure[1]}")
+        for w in workloads
+        if w.failure is not None
+    ]
+
+
 def conditions(
     workloads: Sequence[WorkloadState], problems: Sequence[Problem]
 ) -> list[dict[str, Any]]:
     """Ready, Progressing and Degraded for the current observation (no timestamps)."""
+    problems = [*problems, *workload_problems(workloads)]
     not_ready = [w for w in workloads if not w.is_ready]
     if problems:
         ready = _condition("Ready", False, problems[0].reason, problems[0].message)

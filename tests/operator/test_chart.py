@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from freshrank_operator import crd, reconcile
+from freshrank_operator.handlers import WATCHED_CHILDREN
 from freshrank_operator.kube import PLURALS
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "freshrank"
@@ -52,8 +53,12 @@ def test_rbac_covers_what_the_operator_does() -> None:
     for api_version, kind in reconcile.CHILD_KINDS:
         for verb in ("get", "list", "create", "patch", "delete"):
             needed.add((_group(api_version), PLURALS[kind], verb))
-    needed |= {("", "secrets", "get"), ("", "secrets", "create"), ("", "pods", "list")}
-    needed |= {("", "events", "create")}
+    for api_version, _kind, plural in WATCHED_CHILDREN:
+        needed.add((_group(api_version), plural, "watch"))
+    needed |= {(crd.GROUP, crd.PLURAL, "watch"), ("", "persistentvolumeclaims", "watch")}
+    needed |= {("", "secrets", verb) for verb in ("get", "list", "watch", "create")}
+    needed |= {("", "pods", "list"), ("", "pods", "watch")}
+    needed |= {("", "events", verb) for verb in ("create", "list", "watch")}
     assert needed <= granted, sorted(needed - granted)
 
 
@@ -63,8 +68,9 @@ def test_rbac_is_least_privilege() -> None:
             assert "*" not in rule["verbs"], rule
             assert "*" not in rule["resources"], rule
     secrets = [r for r in _rules("rbac-rules.yaml") if "secrets" in r["resources"]]
-    # Existence checks and the Triton admin-key Secret, created once: no list/watch/update.
-    assert [r["verbs"] for r in secrets] == [["get", "create"]]
+    # Read and watched (a Secret created later takes effect at once); the Triton admin-key
+    # Secret is created once; never updated or deleted.
+    assert [r["verbs"] for r in secrets] == [["get", "list", "watch", "create"]]
     cluster = _granted(_rules("cluster-rules.yaml"))
     assert all(verb in {"get", "list", "watch"} for _, _, verb in cluster)
 

@@ -173,7 +173,10 @@ async def test_the_operator_needs_only_the_charts_namespaced_rbac(
         )
         degraded = await eventually(lambda: cluster_api.condition("shop", "Degraded"))
         assert degraded["status"] == "False", degraded
-    # The account reads Secrets by name in its namespace, never in bulk, never elsewhere.
+    # The account reads and watches Secrets in its namespace (a Secret a CR names takes effect
+    # once it exists), never writes over one, and sees none elsewhere.
     assert await _can(kube, user, "get", "secrets", namespace)
-    assert not await _can(kube, user, "list", "secrets", namespace)
+    assert await _can(kube, user, "watch", "secrets", namespace)
+    assert not await _can(kube, user, "update", "secrets", namespace)
     assert not await _can(kube, user, "get", "secrets", other_namespace)
+    assert not await _can(kube, user, "list", "secrets", other_namespace)

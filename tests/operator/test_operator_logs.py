@@ -92,10 +92,10 @@ async def test_a_failing_reconcile_is_logged_naming_the_cr_and_the_cause(
 
         def failure() -> dict[str, Any] | None:
             for record in _records(operator_log.getvalue()):
-                if record["level"] in {"warning", "error"} and "'nope'" in record["msg"]:
+                if record["level"] in {"warning", "error"} and "nope" in record["msg"]:
                     return record
             return None
 
         record = await eventually(failure, timeout=60)
     assert record["cr"] == f"{ns}/broken"
-    assert record["logger"].startswith("kopf")
+    assert record["logger"].startswith("freshrank")
