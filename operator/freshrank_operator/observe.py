@@ -136,7 +136,9 @@ class TrainerReport:
         values = gauges(text, TRAINER_GAUGES)
         version = values.get(MODEL_VERSION_GAUGE)
         return cls(
-            model_version=int(version) if version is not None and version > 0 else None,
+            # 0 is a report: Triton serves no version (restarting, unloaded). Only a missing
+            # gauge (trainer not scraped) leaves the status as it was.
+            model_version=None if version is None else int(version),
             last_export_time=values.get(LAST_EXPORT_GAUGE) or None,
             last_event_time=values.get(LAST_EVENT_GAUGE) or None,
         )

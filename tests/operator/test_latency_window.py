@@ -85,4 +85,9 @@ def test_trainer_report_and_freshness() -> None:
     report = TrainerReport.from_metrics(text)
     assert report.model_version == 7
     assert report.freshness_s(1042.5) == pytest.approx(42.5)
-    assert TrainerReport.from_metrics("").model_version is None
+    assert TrainerReport.from_metrics("").model_version is None  # not scraped: unknown
+    # Triton serves nothing (restarting, unloaded): the status says 0, not the last version.
+    serves_none = (
+        "# TYPE freshrank_trainer_model_version gauge\nfreshrank_trainer_model_version 0\n"
+    )
+    assert TrainerReport.from_metrics(serves_none).model_version == 0
