@@ -74,7 +74,7 @@ def wait_consumed(stack: LocalStack, events: int, stall_s: float) -> dict[str, f
     """Until both consumers have seen every event; fails only when progress stops."""
     counters = {
         "trainer": ("freshrank_trainer_events_trained_total", "trainer"),
-        "feature": ("freshrank_feature_events_applied", "feature"),
+        "feature": ("freshrank_feature_events_applied_total", "feature"),
     }
     last, last_change = {}, time.monotonic()
     while True:
