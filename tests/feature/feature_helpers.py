@@ -1,8 +1,11 @@
-"""Shared helpers for the feature-service tests (events and store snapshots)."""
+"""Shared helpers for the feature-service tests (events, store snapshots, waits)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from freshrank.core.codec import EventType, InteractionEvent, make_event
@@ -70,3 +73,13 @@ async def snapshot(store: FeatureStore, events: list[InteractionEvent]) -> dict[
 
 def history(blob: bytes) -> list[features_pb2.HistoryEntry]:
     return list(features_pb2.UserFeatures.FromString(blob).history)
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 90.0) -> None:
+    """Wait on progress: poll ``predicate`` until true; fail only after a generous deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError("condition not reached")

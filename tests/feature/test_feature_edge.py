@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from feature_helpers import libpq_dsn
+from feature_helpers import eventually, libpq_dsn
 from kafka_support import committed_offset, dead_letter_reasons, read_all, send_raw
 from sqlalchemy import text
 
@@ -61,15 +61,6 @@ def _produce(broker: EmbeddedBroker, topic: str, events: list[InteractionEvent])
     producer.flush()
 
 
-async def _eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError("condition not reached")
-
-
 @pytest.fixture
 async def service(
     broker: EmbeddedBroker, unique_name: str, feature_settings: FeatureSettings
@@ -101,7 +92,7 @@ async def _committed_to_end(service: FeatureService, broker: EmbeddedBroker, end
         )
         return committed == end
 
-    await _eventually(at_end)
+    await eventually(at_end)
 
 
 async def test_events_postgresql_refused_are_dead_lettered_once_and_ingest_moves_on(

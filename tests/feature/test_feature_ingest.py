@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer
-from feature_helpers import event, snapshot, stream
+from feature_helpers import event, eventually, snapshot, stream
 
 from freshrank.core.codec import InteractionEvent
 from freshrank.core.feature_client import FeatureClient
@@ -48,15 +48,6 @@ async def _reference(
     return expected
 
 
-async def _eventually(predicate: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError("condition not reached")
-
-
 @pytest.fixture
 async def service(
     broker: EmbeddedBroker, unique_name: str, feature_settings: FeatureSettings
@@ -85,7 +76,7 @@ async def test_stream_replayed_twice_gives_the_same_features(
     expected = await _reference(tmp_path, events, history_length=5, half_life_s=1.0)
     for attempt in (1, 2):  # the second pass is a full redelivery of the same events
         _produce(broker, s.events_topic, events)
-        await _eventually(lambda n=attempt: _committed(service, 400 * n))
+        await eventually(lambda n=attempt: _committed(service, 400 * n))
         assert await snapshot(store, events) == expected
     assert ingester.applied_events == 400
 
@@ -105,7 +96,7 @@ async def test_malformed_events_go_to_dead_letters_and_good_ones_apply(
     for e in good:
         producer.send(e)
     producer.flush()
-    await _eventually(lambda: _committed(service, 6))
+    await eventually(lambda: _committed(service, 6))
     assert service.store is not None
     assert (await service.store.counts())["processed"] == 5
     dead = _read_all(broker, s.dlq_topic, 1)
@@ -134,11 +125,11 @@ async def test_api_reflects_the_stream_through_the_cache(
     s = service.settings
     events = stream(3, users=1)
     _produce(broker, s.events_topic, events[:2])
-    await _eventually(lambda: _committed(service, 2))
+    await eventually(lambda: _committed(service, 2))
     async with FeatureClient(f"http://127.0.0.1:{s.port}") as client:
         assert (await client.user("u0")).event_count == 2  # now cached (TTL 600 s)
         _produce(broker, s.events_topic, events[2:])
-        await _eventually(lambda: _committed(service, 3))
+        await eventually(lambda: _committed(service, 3))
         fresh = await client.user("u0")
         assert fresh.event_count == 3
         assert fresh.history[0].item_id == events[2].item_id
@@ -163,13 +154,13 @@ async def test_ingest_prunes_event_ids_beyond_the_retention_window(
         service.ingester.prune_interval_s = 0.0  # after every batch
         first = stream(200)
         _produce(broker, settings.events_topic, first)
-        await _eventually(lambda: _committed(service, 200))
+        await eventually(lambda: _committed(service, 200))
         later = event(1, "u0", "i0", first[-1].timestamp_ms + 10_000)
         _produce(broker, settings.events_topic, [later])
         # Pruning runs after the batch's commit: wait for it to land, not for the commit (on a
         # loaded machine the check ran between the two and saw pruned == 0).
         ingester, store = service.ingester, service.store
-        await _eventually(lambda: _pruned_at_least(ingester, 200))
+        await eventually(lambda: _pruned_at_least(ingester, 200))
         assert ingester.pruned == 200
         assert await store.counts() == {
             "processed": 1,
@@ -207,7 +198,7 @@ async def test_ingester_killed_mid_stream_restarts_without_loss_or_doubles(
     try:
         first = ManagedProcess("feature", argv, log_path=tmp_path / "feature-1.log")
         first.start()
-        await _eventually(lambda: _processed_at_least(store, 500), timeout=90)
+        await eventually(lambda: _processed_at_least(store, 500), timeout=90)
         first.kill()
         at_kill = (await store.counts())["processed"]
         assert 0 < at_kill < total, f"kill did not land mid-stream ({at_kill} of {total})"
@@ -215,7 +206,7 @@ async def test_ingester_killed_mid_stream_restarts_without_loss_or_doubles(
         second = ManagedProcess("feature", argv, log_path=tmp_path / "feature-2.log")
         second.start()
         try:
-            await _eventually(lambda: _processed_at_least(store, total), timeout=120)
+            await eventually(lambda: _processed_at_least(store, total), timeout=120)
             await asyncio.sleep(1.0)  # anything doubled would land by now
         finally:
             second.stop()

@@ -22,7 +22,6 @@ import stat
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 import psycopg
 
@@ -120,14 +119,6 @@ class EmbeddedPostgres(EmbeddedComponent):
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.data_root, ignore_errors=True)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _initdb(self) -> None:
         if self.run_as is not None:

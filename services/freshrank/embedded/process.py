@@ -98,13 +98,17 @@ class StartStop:
         self.start()
         return self
 
+    def close(self) -> None:
+        """What leaving the ``with`` block does: stop (components with state also remove it)."""
+        self.stop()
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.close()
 
 
 class ManagedProcess(StartStop):
