@@ -163,3 +163,26 @@ async def test_requests_on_a_dropped_version_share_one_catch_up(
     assert probes == [2]  # one refresh for all twenty callers
     assert await watcher.catch_up(1) is watcher.serving  # already moved on: no probe
     assert probes == [2]
+
+
+async def test_a_failed_probe_keeps_the_served_version_until_failures_repeat(
+    tmp_path: Path, trained: TrainedModel
+) -> None:
+    repository = ModelRepository(tmp_path, "m-ranker")
+    trained.write_version(repository)
+    probe_fails = False
+
+    async def is_ready(version: int) -> bool:
+        if probe_fails:  # a timed-out probe on a busy machine, or Triton gone
+            raise TimeoutError("probe timed out")
+        return True
+
+    watcher = ModelWatcher(repository, is_ready, default_history_len=3, poll_s=3600.0)
+    assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]
+    probe_fails = True
+    assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]
+    assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]
+    assert await watcher.refresh() is None  # the third failure in a row: Triton counts as down
+    assert watcher.serving is None
+    probe_fails = False
+    assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]

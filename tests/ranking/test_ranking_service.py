@@ -411,7 +411,10 @@ async def test_killing_triton_gives_fallbacks_and_restarting_recovers(
     with_candidates = await ranking.rank({"user_id": "u2", "k": 2, "candidates": ["i1", "i2"]})
     assert with_candidates[0] == 200
     assert with_candidates[1]["fallback"] is True
-    assert ranking.fallbacks("triton_error") + ranking.fallbacks("circuit_open") >= 1
+    # Which one depends on timing: the call failing, the breaker open, or the watcher having
+    # seen Triton gone; each says Triton is down.
+    down = ("triton_error", "circuit_open", "no_ready_model")
+    assert sum(ranking.fallbacks(reason) for reason in down) >= 1
 
     await asyncio.to_thread(served_triton.start)
     await asyncio.to_thread(

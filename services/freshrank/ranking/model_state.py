@@ -27,6 +27,7 @@ __all__ = ["ModelState", "ModelWatcher", "history_len_of", "load_model_state"]
 log = logging.getLogger(__name__)
 _PROBED_VERSIONS = 3  # Triton serves one version; looking at three covers exports racing a poll
 _CACHED_STATES = 2
+_PROBE_FAILURES_TOLERATED = 3  # consecutive failed probes before the served version is dropped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,13 +120,18 @@ class ModelWatcher:
         self.serving: ModelState | None = None
         self.last_known: ModelState | None = None  # kept while Triton is down: retrieval needs it
         self._refreshing: asyncio.Task[ModelState | None] | None = None
+        self._failed_probes = 0
 
     async def refresh(self) -> ModelState | None:
         """One poll: find the newest READY version and load its ID maps if new."""
         versions = await asyncio.to_thread(self.repository.versions)
         for version in reversed(versions[-_PROBED_VERSIONS:]):
-            if not await self._ready(version):
+            ready = await self._ready(version)
+            if ready is None and self._keeps_serving(version):
+                return self.serving  # one failed probe (a busy machine) is not "not READY"
+            if not ready:
                 continue
+            self._failed_probes = 0
             state = await self._state(version)
             if state is None:
                 continue
@@ -163,12 +169,21 @@ class ModelWatcher:
                 log.exception("model refresh failed")
             await asyncio.sleep(self._poll_s)
 
-    async def _ready(self, version: int) -> bool:
+    async def _ready(self, version: int) -> bool | None:
+        """Triton's answer; ``None`` when the probe itself failed (unreachable, timed out)."""
         try:
             return await self._is_ready(version)
-        except Exception as exc:  # Triton unreachable: nothing is READY
+        except Exception as exc:
             log.debug("readiness probe failed", extra={"version": version, "error": str(exc)})
+            return None
+
+    def _keeps_serving(self, version: int) -> bool:
+        """The served version survives a few failed probes in a row; after that Triton counts
+        as down (requests meanwhile still fail fast through the scorer's circuit breaker)."""
+        if self.serving is None or self.serving.version != version:
             return False
+        self._failed_probes += 1
+        return self._failed_probes < _PROBE_FAILURES_TOLERATED
 
     async def _state(self, version: int) -> ModelState | None:
         if version not in self._states:
