@@ -132,6 +132,11 @@ class Running:
         )
         return value or 0.0
 
+    def fallback_counts(self) -> dict[str, float]:
+        """Fallbacks by reason so far (what an assertion on ``fallback`` should show)."""
+        reasons = ("no_ready_model", "triton_error", "circuit_open", "deadline", "bad_output")
+        return {reason: self.fallbacks(reason) for reason in (*reasons, "model_not_loaded")}
+
 
 async def _start(settings: RankingSettings) -> tuple[web.AppRunner, Running]:
     registry = CollectorRegistry()
@@ -391,7 +396,8 @@ async def test_feature_service_down_ranks_with_empty_history(
     for user in range(5):
         status, body = await ranking.rank({"user_id": f"u{user}", "k": 5})
         assert status == 200, body
-        assert body["fallback"] is False  # the model still ranks, without history
+        # The model still ranks, without history.
+        assert body["fallback"] is False, ranking.fallback_counts()
         assert len(body["items"]) == 5
     assert ranking.feature_errors() - errors_before == 5
 
