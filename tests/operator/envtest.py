@@ -31,6 +31,7 @@ __all__ = [
     "credentials",
     "eventually",
     "example_cr",
+    "grant_chart_rbac",
     "install_crd",
     "kubeconfig_for",
     "new_namespace",
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 CRD_NAME = f"{crd.PLURAL}.{crd.GROUP}"
+CHART_FILES = Path(__file__).resolve().parents[2] / "charts" / "freshrank" / "files"
+_RBAC = "/apis/rbac.authorization.k8s.io/v1"
 CHILD_KINDS = {
     "ConfigMap": "v1",
     "Service": "v1",
@@ -285,3 +288,46 @@ class ClusterApi:
 def _ready(pod: Mapping[str, Any]) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def chart_rules(name: str) -> list[dict[str, Any]]:
+    """The RBAC rules of ``charts/freshrank/files/<name>``."""
+    import yaml
+
+    rules: list[dict[str, Any]] = yaml.safe_load((CHART_FILES / name).read_text())
+    return rules
+
+
+async def grant_chart_rbac(client: KubeClient, namespace: str, account: str) -> str:
+    """What charts/freshrank/templates/rbac.yaml renders for ``watchNamespaces=[namespace]``:
+    its ClusterRole (cluster-scoped reads only) and a Role in the namespace, bound to the
+    ServiceAccount ``account`` there. Returns the ClusterRole's (and its binding's) name."""
+    subject = [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]
+    cluster_role = f"freshrank-cluster-{namespace}-{account}"
+    bindings = (
+        (
+            f"{_RBAC}/clusterroles",
+            f"{_RBAC}/clusterrolebindings",
+            "ClusterRole",
+            cluster_role,
+            "cluster-rules.yaml",
+        ),
+        (
+            f"{_RBAC}/namespaces/{namespace}/roles",
+            f"{_RBAC}/namespaces/{namespace}/rolebindings",
+            "Role",
+            account,
+            "rbac-rules.yaml",
+        ),
+    )
+    for roles, role_bindings, kind, name, rules in bindings:
+        await client.request(
+            "POST", roles, body={"metadata": {"name": name}, "rules": chart_rules(rules)}
+        )
+        role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name}
+        await client.request(
+            "POST",
+            role_bindings,
+            body={"metadata": {"name": name}, "roleRef": role_ref, "subjects": subject},
+        )
+    return cluster_role

@@ -11,19 +11,20 @@ from typing import Any
 
 import pytest
 import yaml
-from envtest import ClusterApi, eventually, example_cr, new_namespace, running_operator
+from envtest import (
+    ClusterApi,
+    eventually,
+    example_cr,
+    grant_chart_rbac,
+    new_namespace,
+    running_operator,
+)
 
 from freshrank.embedded.kubernetes import EmbeddedKubernetes, kubeconfig_document
 from freshrank_operator import render
 from freshrank_operator.kube import KubeClient
 
 pytestmark = pytest.mark.integration
-CHART = Path(__file__).resolve().parents[2] / "charts" / "freshrank"
-
-
-def _rules(name: str) -> list[dict[str, Any]]:
-    rules: list[dict[str, Any]] = yaml.safe_load((CHART / "files" / name).read_text())
-    return rules
 
 
 def _controller_uid(obj: dict[str, Any]) -> str:
@@ -77,41 +78,7 @@ async def _service_account_kubeconfig(
     await kube.request(
         "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", body={"metadata": {"name": name}}
     )
-    subject = [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]
-    cluster_role = f"freshrank-test-{namespace}"
-    await kube.request(
-        "POST",
-        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-        body={"metadata": {"name": cluster_role}, "rules": _rules("cluster-rules.yaml")},
-    )
-    await kube.request(
-        "POST",
-        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-        body={
-            "metadata": {"name": cluster_role},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": cluster_role,
-            },
-            "subjects": subject,
-        },
-    )
-    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
-    await kube.request(
-        "POST",
-        f"{rbac}/roles",
-        body={"metadata": {"name": name}, "rules": _rules("rbac-rules.yaml")},
-    )
-    await kube.request(
-        "POST",
-        f"{rbac}/rolebindings",
-        body={
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": subject,
-        },
-    )
+    await grant_chart_rbac(kube, namespace, name)
     token = await kube.request(
         "POST",
         f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",

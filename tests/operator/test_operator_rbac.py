@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from envtest import (
     ClusterApi,
     eventually,
     example_cr,
+    grant_chart_rbac,
     kubeconfig_for,
     running_operator,
     service_account_token,
@@ -22,64 +22,13 @@ from freshrank.embedded.kubernetes import EmbeddedKubernetes
 
 pytestmark = pytest.mark.integration
 
-CHART_FILES = Path(__file__).resolve().parents[2] / "charts" / "freshrank" / "files"
-RBAC = "/apis/rbac.authorization.k8s.io/v1"
-
-
-def _rules(name: str) -> list[dict[str, Any]]:
-    rules: list[dict[str, Any]] = yaml.safe_load((CHART_FILES / name).read_text())
-    return rules
-
-
-async def _grant(api: ClusterApi, account: str) -> None:
-    """What charts/freshrank/templates/rbac.yaml renders for watchNamespaces=[namespace]."""
-    client, namespace = api.client, api.namespace
-    subject = [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]
-    cluster_role = f"freshrank-cluster-{namespace}"
-    await client.request(
-        "POST",
-        f"{RBAC}/clusterroles",
-        body={"metadata": {"name": cluster_role}, "rules": _rules("cluster-rules.yaml")},
-    )
-    await client.request(
-        "POST",
-        f"{RBAC}/clusterrolebindings",
-        body={
-            "metadata": {"name": cluster_role},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": cluster_role,
-            },
-            "subjects": subject,
-        },
-    )
-    await client.request(
-        "POST",
-        f"{RBAC}/namespaces/{namespace}/roles",
-        body={"metadata": {"name": "freshrank"}, "rules": _rules("rbac-rules.yaml")},
-    )
-    await client.request(
-        "POST",
-        f"{RBAC}/namespaces/{namespace}/rolebindings",
-        body={
-            "metadata": {"name": "freshrank"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "freshrank",
-            },
-            "subjects": subject,
-        },
-    )
-
 
 async def test_the_operator_works_within_the_charts_rbac(
     kube_cluster: EmbeddedKubernetes, cluster_api: ClusterApi, tmp_path: Path
 ) -> None:
     token = await service_account_token(cluster_api.client, cluster_api.namespace, "freshrank")
     kubeconfig = kubeconfig_for(kube_cluster, token, tmp_path / "kubeconfig")
-    await _grant(cluster_api, "freshrank")
+    cluster_role = await grant_chart_rbac(cluster_api.client, cluster_api.namespace, "freshrank")
     async with running_operator(kube_cluster, cluster_api.namespace, kubeconfig=str(kubeconfig)):
         await cluster_api.create_cr(example_cr("shop", cluster_api.namespace))
         await eventually(lambda: cluster_api.all_children_applied("shop"), timeout=60)
@@ -98,8 +47,8 @@ async def test_the_operator_works_within_the_charts_rbac(
 
         await eventually(gone, timeout=60)
     await cluster_api.client.request(
-        "DELETE", f"{RBAC}/clusterrolebindings/freshrank-cluster-{cluster_api.namespace}"
+        "DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{cluster_role}"
     )
     await cluster_api.client.request(
-        "DELETE", f"{RBAC}/clusterroles/freshrank-cluster-{cluster_api.namespace}"
+        "DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{cluster_role}"
     )
