@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from freshrank_operator.spec import Autoscaling
 
 __all__ = ["Autoscaler", "Decision", "Policy"]
 
@@ -35,18 +37,18 @@ class Policy:
     period_s: float = 15.0
 
     @classmethod
-    def from_spec(cls, autoscaling: Mapping[str, Any]) -> Policy:
-        """From a defaulted ``spec.autoscaling``."""
+    def from_spec(cls, autoscaling: Autoscaling) -> Policy:
+        """From the CR's (parsed, defaulted) ``spec.autoscaling``."""
         return cls(
-            target_p95_ms=float(autoscaling["targetP95Ms"]),
-            min_replicas=int(autoscaling["minReplicas"]),
-            max_replicas=int(autoscaling["maxReplicas"]),
-            tolerance=float(autoscaling["tolerance"]),
-            max_scale_up_factor=float(autoscaling["maxScaleUpFactor"]),
-            max_scale_down_step=int(autoscaling["maxScaleDownStep"]),
-            scale_up_stabilization_s=float(autoscaling["scaleUpStabilizationSeconds"]),
-            scale_down_stabilization_s=float(autoscaling["scaleDownStabilizationSeconds"]),
-            period_s=float(autoscaling["periodSeconds"]),
+            target_p95_ms=float(autoscaling.target_p95_ms),
+            min_replicas=autoscaling.min_replicas,
+            max_replicas=autoscaling.max_replicas,
+            tolerance=float(autoscaling.tolerance),
+            max_scale_up_factor=float(autoscaling.max_scale_up_factor),
+            max_scale_down_step=autoscaling.max_scale_down_step,
+            scale_up_stabilization_s=float(autoscaling.scale_up_stabilization_seconds),
+            scale_down_stabilization_s=float(autoscaling.scale_down_stabilization_seconds),
+            period_s=float(autoscaling.period_seconds),
         )
 
     def clamp(self, replicas: int) -> int:

@@ -39,6 +39,7 @@ from freshrank_operator.config import OperatorConfig
 from freshrank_operator.kube import FIELD_MANAGER, KubeClient
 from freshrank_operator.observe import LatencyWindow
 from freshrank_operator.reconcile import Observation
+from freshrank_operator.spec import Autoscaling, InvalidSpec, RecommenderSpec, parse
 from freshrank_operator.status import Problem, conditions, merge_conditions, now_iso
 from freshrank_operator.telemetry import OperatorMetrics
 from freshrank_operator.triton_admin import ensure_triton_admin_secret
@@ -140,6 +141,8 @@ class CrState:
     window: LatencyWindow | None = None
     last_decision_at: float = 0.0
     task: asyncio.Task[None] | None = None
+    # (generation, its spec parsed and defaulted, or why the schema rejects it).
+    parsed_spec: tuple[int | None, RecommenderSpec | InvalidSpec] | None = None
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -151,19 +154,29 @@ class CrState:
         value = self.meta.get("generation")
         return int(value) if value is not None else None
 
+    def spec(self) -> RecommenderSpec | InvalidSpec:
+        """The spec, parsed and defaulted once per generation (the spec changes only with a
+        new ``metadata.generation``; without one, as on kmock's emulator, every time), or
+        ``InvalidSpec`` naming each field the schema rejects (a CR that bypassed it)."""
+        generation = self.generation
+        if self.parsed_spec is None or generation is None or self.parsed_spec[0] != generation:
+            try:
+                parsed: RecommenderSpec | InvalidSpec = parse(self.body).spec
+            except InvalidSpec as invalid:
+                parsed = invalid
+            self.parsed_spec = (generation, parsed)
+        return self.parsed_spec[1]
+
+    def valid_spec(self) -> RecommenderSpec | None:
+        spec = self.spec()
+        return None if isinstance(spec, InvalidSpec) else spec
+
     def references(self) -> tuple[set[str], set[str]]:
         """(Secret names, claim names) the spec names: their changes trigger a reconcile."""
-        spec = self.body.get("spec") or {}
-        secrets = {
-            str(ref["name"])
-            for ref in (
-                (spec.get("kafka") or {}).get("credentialsSecret"),
-                (spec.get("featureStore") or {}).get("dsnSecret"),
-            )
-            if isinstance(ref, Mapping) and ref.get("name")
-        }
-        claim = ((spec.get("triton") or {}).get("modelRepository") or {}).get("claimName")
-        return secrets, {str(claim)} if claim else set()
+        spec = self.valid_spec()
+        if spec is None:  # only a new generation can fix it
+            return set(), set()
+        return spec.secret_names(), spec.claim_names()
 
 
 class Controller:
@@ -312,8 +325,10 @@ class Controller:
         """Only a CR with running pods (or a Prometheus to ask) has anything to tick for."""
         if state.problems and state.reconciled_generation == state.generation:
             return False
-        autoscaling = (state.body.get("spec") or {}).get("autoscaling") or {}
-        if autoscaling.get("prometheusUrl"):
+        spec = state.valid_spec()
+        if spec is None:
+            return False
+        if spec.autoscaling.prometheus_url:
             return True
         pods = self.cache.instance_pods(state.meta["namespace"], state.meta["name"])
         return any(_running(p) for p in pods)
@@ -369,10 +384,9 @@ class Controller:
     async def _converge(self, state: CrState) -> tuple[list[Problem], bool]:
         """(problems, whether a retry may help): what keeps the CR from its rendering."""
         body, meta, client = state.body, state.meta, self._client()
-        invalid = crd.schema_errors(body)
-        if invalid:  # only a new generation can fix it
-            return [Problem("InvalidSpec", "; ".join(str(e) for e in invalid))], False
-        spec = render.defaulted(body.get("spec") or {})
+        spec = state.spec()
+        if isinstance(spec, InvalidSpec):  # only a new generation can fix it
+            return [Problem("InvalidSpec", str(spec))], False
         references = await reconcile.check_references(client, meta["namespace"], spec)
         if references.problems:  # their watches wake us when they appear
             return references.problems, True
@@ -381,9 +395,10 @@ class Controller:
             body,
             render.Desired(
                 self.config.service_image,
-                ranking_replicas=self._ranking_replicas(state, owned),
+                ranking_replicas=self._ranking_replicas(state, spec.autoscaling, owned),
                 operator_namespace=self.config.pod_namespace or None,
             ),
+            spec=spec,
         )
         try:
             await ensure_triton_admin_secret(client, body)
@@ -424,9 +439,9 @@ class Controller:
         if self.config.ensure_topics:
             try:
                 await reconcile.ensure_kafka_topics(
-                    spec["kafka"]["bootstrapServers"],
+                    spec.kafka.bootstrap_servers,
                     meta["name"],
-                    int(spec["kafka"]["partitions"]),
+                    spec.kafka.partitions,
                     self.config.kafka_timeout_seconds,
                     references.kafka_credentials,
                 )
@@ -441,7 +456,7 @@ class Controller:
         return problems, bool(problems)
 
     def _ranking_replicas(
-        self, state: CrState, owned: Mapping[Key, Mapping[str, Any]]
+        self, state: CrState, autoscaling: Autoscaling, owned: Mapping[Key, Mapping[str, Any]]
     ) -> int | None:
         """The ranking replicas the operator engine starts from: its last decision, else the
         live count when an HPA held the field (switching back from hpa keeps the pods)."""
@@ -453,8 +468,7 @@ class Controller:
             and live["metadata"].get("managedFields")
             and not reconcile.owns_field(live, FIELD_MANAGER, "spec", "replicas")
         ):
-            autoscaling = render.defaulted(state.body.get("spec") or {})["autoscaling"]
-            low, high = int(autoscaling["minReplicas"]), int(autoscaling["maxReplicas"])
+            low, high = autoscaling.min_replicas, autoscaling.max_replicas
             carried = min(max(int(live["spec"]["replicas"]), low), high)
             state.extra_status["desiredReplicas"] = carried  # later reconciles keep it
             return carried
@@ -575,8 +589,10 @@ class Controller:
     # --- the latency autoscaler (operator engine) --------------------------------------------
 
     async def _autoscale(self, state: CrState, observation: Observation) -> dict[str, Any]:
-        spec = render.defaulted(state.body.get("spec") or {})
-        autoscaling = spec["autoscaling"]
+        spec = state.valid_spec()
+        if spec is None:  # a new, invalid generation arrived: its reconcile reports it
+            return {}
+        autoscaling = spec.autoscaling
         meta = state.meta
         autoscaler = self._autoscaler(state, autoscaling)
         values: dict[str, Any] = {}
@@ -584,7 +600,7 @@ class Controller:
         if p95 is not None:
             values["latencyP95Ms"] = round(p95, 2)
             self.metrics.ranking_p95_ms.labels(meta["namespace"], meta["name"]).set(p95)
-        operator_engine = autoscaling["enabled"] and autoscaling["engine"] == "operator"
+        operator_engine = autoscaling.operator_scales
         period_due = time.monotonic() - state.last_decision_at >= autoscaler.policy.period_s
         if not (operator_engine and observation.replicas is not None and period_due):
             return values
@@ -612,6 +628,7 @@ class Controller:
                 ranking_replicas=decision.replicas,
                 operator_namespace=self.config.pod_namespace or None,
             ),
+            spec=spec,
         )
         name = f"{meta['name']}-ranking"
         for manifest in manifests:
@@ -636,13 +653,13 @@ class Controller:
         )
         return values
 
-    def _autoscaler(self, state: CrState, autoscaling: Mapping[str, Any]) -> Autoscaler:
+    def _autoscaler(self, state: CrState, autoscaling: Autoscaling) -> Autoscaler:
         policy = Policy.from_spec(autoscaling)
         if state.autoscaler is None:
             state.autoscaler = Autoscaler(policy)
         else:
             state.autoscaler.reconfigure(policy)
-        window = float(autoscaling["windowSeconds"])
+        window = float(autoscaling.window_seconds)
         if state.window is None or state.window.window_s != window:
             state.window = LatencyWindow(window)
         return state.autoscaler
@@ -650,18 +667,16 @@ class Controller:
     async def _latency_p95(
         self,
         state: CrState,
-        autoscaling: Mapping[str, Any],
+        autoscaling: Autoscaling,
         observation: Observation,
     ) -> float | None:
         client, meta = self._client(), state.meta
-        if autoscaling.get("prometheusUrl"):
+        if autoscaling.prometheus_url:
             query = render.latency_query(
-                meta["name"], meta["namespace"], autoscaling["windowSeconds"]
+                meta["name"], meta["namespace"], autoscaling.window_seconds
             )
             try:
-                return await reconcile.prometheus_p95_ms(
-                    client, autoscaling["prometheusUrl"], query
-                )
+                return await reconcile.prometheus_p95_ms(client, autoscaling.prometheus_url, query)
             except Exception as exc:
                 log.warning("prometheus query failed", extra={"error": str(exc)})
                 return None

@@ -27,6 +27,7 @@ from freshrank_operator.status import Problem, WorkloadState, workload_state
 
 if TYPE_CHECKING:
     from freshrank.core.kafka import KafkaCredentials
+    from freshrank_operator.spec import RecommenderSpec
 
 __all__ = [
     "CHILD_KINDS",
@@ -88,7 +89,7 @@ class References:
 
 
 async def reference_problems(
-    client: KubeClient, namespace: str, spec: Mapping[str, Any]
+    client: KubeClient, namespace: str, spec: RecommenderSpec
 ) -> list[Problem]:
     """Secrets and claims the spec names but the namespace lacks (schema cannot see those)."""
     return (await check_references(client, namespace, spec)).problems
@@ -104,14 +105,14 @@ def secret_value(secret: Mapping[str, Any], key: str) -> str | None:
 
 
 async def _kafka_credentials(
-    client: KubeClient, namespace: str, spec: Mapping[str, Any]
+    client: KubeClient, namespace: str, spec: RecommenderSpec
 ) -> tuple[KafkaCredentials | None, list[Problem]]:
     from freshrank.core.kafka import CREDENTIAL_KEYS, KafkaCredentials, MissingCredential
 
-    reference = (spec.get("kafka") or {}).get("credentialsSecret")
-    if not reference:
+    reference = spec.kafka.credentials_secret
+    if reference is None:
         return None, []
-    name = reference["name"]
+    name = reference.name
     secret = await client.get_or_none("v1", "Secret", namespace, name)
     if secret is None:
         return None, [
@@ -132,20 +133,18 @@ async def _kafka_credentials(
     return None, [Problem("KafkaSecretKeyMissing", f"spec.kafka.credentialsSecret.name: {message}")]
 
 
-async def check_references(
-    client: KubeClient, namespace: str, spec: Mapping[str, Any]
-) -> References:
+async def check_references(client: KubeClient, namespace: str, spec: RecommenderSpec) -> References:
     """Resolve the Secrets and claims the spec names (the schema cannot see those)."""
     credentials, problems = await _kafka_credentials(client, namespace, spec)
-    dsn = (spec.get("featureStore") or {}).get("dsnSecret")
-    if dsn:
-        found = await client.get_or_none("v1", "Secret", namespace, dsn["name"])
-        key = dsn.get("key", "dsn")
+    dsn = spec.feature_store.dsn_secret
+    if dsn is not None:
+        found = await client.get_or_none("v1", "Secret", namespace, dsn.name)
+        key = dsn.key
         if found is None:
             problems.append(
                 Problem(
                     "FeatureStoreSecretNotFound",
-                    f"spec.featureStore.dsnSecret.name: Secret {dsn['name']!r} not found "
+                    f"spec.featureStore.dsnSecret.name: Secret {dsn.name!r} not found "
                     f"in namespace {namespace!r}",
                 )
             )
@@ -153,10 +152,10 @@ async def check_references(
             problems.append(
                 Problem(
                     "FeatureStoreSecretKeyMissing",
-                    f"spec.featureStore.dsnSecret.key: Secret {dsn['name']!r} has no key {key!r}",
+                    f"spec.featureStore.dsnSecret.key: Secret {dsn.name!r} has no key {key!r}",
                 )
             )
-    claim = ((spec.get("triton") or {}).get("modelRepository") or {}).get("claimName")
+    claim = spec.triton.model_repository.claim_name
     if claim and await client.get_or_none("v1", "PersistentVolumeClaim", namespace, claim) is None:
         problems.append(
             Problem(

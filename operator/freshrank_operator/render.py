@@ -1,4 +1,4 @@
-"""Pure renderers: a RecommenderDeployment (defaulted) -> the Kubernetes manifests it owns.
+"""Pure renderers: a RecommenderDeployment (its typed spec) -> the Kubernetes manifests it owns.
 
 No I/O and no Kopf here: the same input always gives the same manifests, so reconciles are
 idempotent and an update touches only the objects whose rendering changed (each manifest
@@ -18,8 +18,16 @@ from typing import Any
 
 from freshrank.core.http import REQUEST_LATENCY_METRIC
 from freshrank.core.triton_auth import server_flags
-from freshrank_operator.crd import API_VERSION, KIND, apply_defaults, shared_object_schema
+from freshrank_operator.crd import API_VERSION, KIND
 from freshrank_operator.observe import RANKING_ROUTE
+from freshrank_operator.spec import (
+    Autoscaling,
+    NodeSelector,
+    RecommenderSpec,
+    Resources,
+    Tolerations,
+    parse_spec,
+)
 
 __all__ = [
     "CONFIG_HASH_ANNOTATION",
@@ -32,7 +40,6 @@ __all__ = [
     "Desired",
     "child_key",
     "cuda_variant",
-    "defaulted",
     "manifest_hash",
     "render",
     "selector_labels",
@@ -78,13 +85,6 @@ class Desired:
     operator_namespace: str | None = None
 
 
-def defaulted(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """``spec`` with the CRD's defaults filled in (the API server does this; the emulator not)."""
-    schema = shared_object_schema()["properties"]["spec"]
-    result: dict[str, Any] = apply_defaults(copy.deepcopy(dict(spec)), schema)
-    return result
-
-
 def manifest_hash(manifest: Mapping[str, Any]) -> str:
     """A stable hash of a manifest's content (its own hash annotation excluded)."""
     body = dict(manifest)  # shallow: only the metadata path to the annotation is rebuilt
@@ -126,29 +126,44 @@ def triton_admin_secret_name(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Cr:
+class _Owner:
+    """The CR as the owner of its children: what names and labels them."""
+
     name: str
     namespace: str
     uid: str
-    spec: dict[str, Any]
-    desired: Desired
-
-    @property
-    def image(self) -> str:
-        return str(self.spec.get("image") or self.desired.default_image)
 
     def child(self, role: str) -> str:
         return f"{self.name}-{role}"
 
 
-def render(cr: Mapping[str, Any], desired: Desired | None = None) -> list[Manifest]:
-    """Every child object of ``cr`` (a RecommenderDeployment as read from the API)."""
+@dataclass(frozen=True)
+class _Cr(_Owner):
+    spec: RecommenderSpec
+    desired: Desired
+
+    @property
+    def image(self) -> str:
+        return self.spec.image or self.desired.default_image
+
+
+def render(
+    cr: Mapping[str, Any],
+    desired: Desired | None = None,
+    *,
+    spec: RecommenderSpec | None = None,
+) -> list[Manifest]:
+    """Every child object of ``cr`` (a RecommenderDeployment as read from the API).
+
+    ``spec``: ``cr``'s spec already parsed (the controller parses once per generation);
+    without it the spec is parsed here (``spec.InvalidSpec`` when the schema rejects it).
+    """
     meta = cr["metadata"]
     ctx = _Cr(
         name=meta["name"],
         namespace=meta["namespace"],
         uid=meta["uid"],
-        spec=defaulted(cr.get("spec", {})),
+        spec=spec if spec is not None else parse_spec(cr.get("spec") or {}),
         desired=desired or Desired(),
     )
     config = _config_map(ctx)
@@ -173,8 +188,8 @@ def triton_admin_secret(cr: Mapping[str, Any], key: str) -> Manifest:
     (``freshrank_operator.triton_admin``), and never rendered again (a rendering is pure).
     """
     meta = cr["metadata"]
-    ctx = _Cr(meta["name"], meta["namespace"], meta["uid"], {}, Desired())
-    metadata = _metadata(ctx, triton_admin_secret_name(ctx.name), "triton")
+    owner = _Owner(meta["name"], meta["namespace"], meta["uid"])
+    metadata = _metadata(owner, triton_admin_secret_name(owner.name), "triton")
     del metadata["annotations"]
     return {
         "apiVersion": "v1",
@@ -188,7 +203,7 @@ def triton_admin_secret(cr: Mapping[str, Any], key: str) -> Manifest:
 # --- shared pieces ---------------------------------------------------------------------------
 
 
-def _metadata(ctx: _Cr, name: str, component: str) -> dict[str, Any]:
+def _metadata(ctx: _Owner, name: str, component: str) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": ctx.namespace,
@@ -212,21 +227,26 @@ def _metadata(ctx: _Cr, name: str, component: str) -> dict[str, Any]:
     }
 
 
-def _resources(spec: Mapping[str, Any], gpus: int = 0) -> dict[str, Any]:
-    resources = copy.deepcopy(dict(spec.get("resources") or {}))
-    resources = {k: v for k, v in resources.items() if k in {"requests", "limits"} and v}
+def _resources(spec: Resources | None, gpus: int = 0) -> dict[str, Any]:
+    resources: dict[str, Any] = {}
+    if spec is not None and spec.requests:
+        resources["requests"] = dict(spec.requests)
+    if spec is not None and spec.limits:
+        resources["limits"] = dict(spec.limits)
     if gpus > 0:
         # GPUs are extended resources: requested through limits only.
         resources.setdefault("limits", {})[GPU_RESOURCE] = gpus
     return resources
 
 
-def _gpu_scheduling(spec: Mapping[str, Any], gpus: int) -> dict[str, Any]:
+def _gpu_scheduling(
+    node_selector: NodeSelector | None, given: Tolerations | None, gpus: int
+) -> dict[str, Any]:
     pod: dict[str, Any] = {}
-    if spec.get("nodeSelector"):
-        pod["nodeSelector"] = dict(spec["nodeSelector"])
-    tolerations = [dict(t) for t in spec.get("tolerations") or []]
-    if gpus > 0 and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
+    if node_selector:
+        pod["nodeSelector"] = dict(node_selector)
+    tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in given or []]
+    if gpus > 0 and not any(t.key == GPU_RESOURCE for t in given or []):
         # GPU node pools are commonly tainted with nvidia.com/gpu; tolerate it by default.
         tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
     if tolerations:
@@ -300,15 +320,15 @@ def _kafka_credentials_env(ctx: _Cr) -> list[dict[str, Any]]:
     from freshrank.core.kafka import CREDENTIAL_KEYS
     from freshrank.core.settings import env_name
 
-    secret = ctx.spec["kafka"].get("credentialsSecret")
-    if not secret:
+    secret = ctx.spec.kafka.credentials_secret
+    if secret is None:
         return []
     return [
         {
             "name": env_name(field.setting),
             "valueFrom": {
                 "secretKeyRef": {
-                    "name": secret["name"],
+                    "name": secret.name,
                     "key": key,
                     **({} if field.required else {"optional": True}),
                 }
@@ -343,7 +363,7 @@ def _service_container(
     container: dict[str, Any] = {
         "name": role,
         "image": ctx.image,
-        "imagePullPolicy": ctx.spec["imagePullPolicy"],
+        "imagePullPolicy": ctx.spec.image_pull_policy,
         "args": [role],
         "ports": [{"name": "http", "containerPort": PORTS[role], "protocol": "TCP"}],
         "envFrom": env_from,
@@ -443,14 +463,14 @@ def _claim(
 
 
 def _config_map(ctx: _Cr) -> Manifest:
-    telemetry = ctx.spec["telemetry"]
+    telemetry = ctx.spec.telemetry
     data = {
         "FRESHRANK_NAME": ctx.name,
-        "FRESHRANK_BOOTSTRAP_SERVERS": ctx.spec["kafka"]["bootstrapServers"],
-        "FRESHRANK_OTLP_ENDPOINT": telemetry["otlpEndpoint"],
-        "FRESHRANK_TRACE_SAMPLE_RATIO": str(telemetry["sampleRatio"]),
-        "FRESHRANK_LOG_LEVEL": telemetry["logLevel"],
-        "OTEL_EXPORTER_OTLP_ENDPOINT": telemetry["otlpEndpoint"],
+        "FRESHRANK_BOOTSTRAP_SERVERS": ctx.spec.kafka.bootstrap_servers,
+        "FRESHRANK_OTLP_ENDPOINT": telemetry.otlp_endpoint,
+        "FRESHRANK_TRACE_SAMPLE_RATIO": str(telemetry.sample_ratio),
+        "FRESHRANK_LOG_LEVEL": telemetry.log_level,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": telemetry.otlp_endpoint,
     }
     return {
         "apiVersion": "v1",
@@ -461,29 +481,29 @@ def _config_map(ctx: _Cr) -> Manifest:
 
 
 def _feature(ctx: _Cr, config_hash: str) -> list[Manifest]:
-    store = ctx.spec["featureStore"]
+    store = ctx.spec.feature_store
     env: dict[str, Any] = {
         "FRESHRANK_HOST": "0.0.0.0",
         "FRESHRANK_PORT": PORTS["feature"],
-        "FRESHRANK_HISTORY_LENGTH": ctx.spec["model"]["historyLength"],
+        "FRESHRANK_HISTORY_LENGTH": ctx.spec.model.history_length,
     }
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     manifests: list[Manifest] = []
-    if not store.get("dsnSecret"):
+    if store.dsn_secret is None:
         # SQLite, the embedded default: one writer on a persistent volume.
         env["FRESHRANK_DATABASE_URL"] = f"sqlite+aiosqlite:///{FEATURE_DATA_MOUNT}/features.db"
         claim = ctx.child("feature-data")
         manifests.append(_claim(ctx, claim, "feature", "1Gi", "ReadWriteOnce", None))
         volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": claim}})
         mounts.append({"name": "data", "mountPath": FEATURE_DATA_MOUNT})
-    container = _service_container(ctx, "feature", env, _resources(store))
-    if store.get("dsnSecret"):
-        secret = store["dsnSecret"]
+    container = _service_container(ctx, "feature", env, _resources(store.resources))
+    secret = store.dsn_secret
+    if secret is not None:
         container["env"].append(
             {
                 "name": "FRESHRANK_DATABASE_URL",
-                "valueFrom": {"secretKeyRef": {"name": secret["name"], "key": secret["key"]}},
+                "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}},
             }
         )
     container["volumeMounts"] = mounts
@@ -495,8 +515,8 @@ def _feature(ctx: _Cr, config_hash: str) -> list[Manifest]:
         security=_pod_security(SERVICE_UID, writes_volumes=bool(volumes)),
         volumes=volumes,
     )
-    deployment = _deployment(ctx, "feature", template, store["replicas"])
-    if not store.get("dsnSecret"):
+    deployment = _deployment(ctx, "feature", template, store.replicas)
+    if secret is None:
         # A single-writer volume must never have two pods at once.
         deployment["spec"]["strategy"] = {"type": "Recreate"}
     manifests.append(deployment)
@@ -505,58 +525,57 @@ def _feature(ctx: _Cr, config_hash: str) -> list[Manifest]:
 
 
 def _models_volume(ctx: _Cr) -> dict[str, Any] | None:
-    repository = ctx.spec["triton"]["modelRepository"]
-    if repository.get("url"):
+    repository = ctx.spec.triton.model_repository
+    if repository.url:
         return None
-    claim = repository.get("claimName") or ctx.child("models")
+    claim = repository.claim_name or ctx.child("models")
     return {"name": "models", "persistentVolumeClaim": {"claimName": claim}}
 
 
 def _model_repository_location(ctx: _Cr) -> str:
-    url = ctx.spec["triton"]["modelRepository"].get("url")
-    return str(url) if url else MODELS_MOUNT
+    return ctx.spec.triton.model_repository.url or MODELS_MOUNT
 
 
 def _model_repository_claim(ctx: _Cr) -> list[Manifest]:
-    repository = ctx.spec["triton"]["modelRepository"]
-    if repository.get("url") or repository.get("claimName"):
+    repository = ctx.spec.triton.model_repository
+    if repository.url or repository.claim_name:
         return []
     # Trainer writes, Triton reads: both mount it, possibly on different nodes.
     claim = _claim(
         ctx,
         ctx.child("models"),
         "models",
-        repository["size"],
+        repository.size,
         "ReadWriteMany",
-        repository.get("storageClassName"),
+        repository.storage_class_name,
     )
     return [claim]
 
 
 def _trainer(ctx: _Cr, config_hash: str) -> list[Manifest]:
-    trainer, model = ctx.spec["trainer"], ctx.spec["model"]
-    gate = trainer["qualityGate"]
+    trainer, model = ctx.spec.trainer, ctx.spec.model
+    gate = trainer.quality_gate
     env = {
         "FRESHRANK_PORT": PORTS["trainer"],
         "FRESHRANK_MODEL_REPOSITORY": _model_repository_location(ctx),
         "FRESHRANK_CHECKPOINT_DIR": CHECKPOINTS_MOUNT,
         "FRESHRANK_TRITON_URL": f"{ctx.child('triton')}:{TRITON_PORTS['http']}",
-        "FRESHRANK_ARCHITECTURE": model["architecture"],
-        "FRESHRANK_DIM": model["dim"],
-        "FRESHRANK_HISTORY_LEN": model["historyLength"],
-        "FRESHRANK_NUM_USERS": model["numUsers"],
-        "FRESHRANK_NUM_ITEMS": model["numItems"],
-        "FRESHRANK_LEARNING_RATE": model["learningRate"],
-        "FRESHRANK_BATCH_SIZE": trainer["batchSize"],
-        "FRESHRANK_EXPORT_INTERVAL_S": trainer["exportIntervalSeconds"],
-        "FRESHRANK_QUALITY_METRIC": gate["metric"],
-        "FRESHRANK_MAX_REGRESSION": gate["maxRegression"],
-        "FRESHRANK_MIN_EVENTS": gate["minEvents"],
-        "FRESHRANK_DEVICE": "cuda" if trainer["gpus"] > 0 else "cpu",
+        "FRESHRANK_ARCHITECTURE": model.architecture,
+        "FRESHRANK_DIM": model.dim,
+        "FRESHRANK_HISTORY_LEN": model.history_length,
+        "FRESHRANK_NUM_USERS": model.num_users,
+        "FRESHRANK_NUM_ITEMS": model.num_items,
+        "FRESHRANK_LEARNING_RATE": model.learning_rate,
+        "FRESHRANK_BATCH_SIZE": trainer.batch_size,
+        "FRESHRANK_EXPORT_INTERVAL_S": trainer.export_interval_seconds,
+        "FRESHRANK_QUALITY_METRIC": gate.metric,
+        "FRESHRANK_MAX_REGRESSION": gate.max_regression,
+        "FRESHRANK_MIN_EVENTS": gate.min_events,
+        "FRESHRANK_DEVICE": "cuda" if trainer.gpus > 0 else "cpu",
     }
-    container = _service_container(ctx, "trainer", env, _resources(trainer, trainer["gpus"]))
-    container["image"] = trainer.get("image") or (
-        cuda_variant(ctx.image) if trainer["gpus"] > 0 else ctx.image
+    container = _service_container(ctx, "trainer", env, _resources(trainer.resources, trainer.gpus))
+    container["image"] = trainer.image or (
+        cuda_variant(ctx.image) if trainer.gpus > 0 else ctx.image
     )
     container["env"].append(_triton_admin_key_env(ctx))  # it loads each version it exports
     mounts = [{"name": "checkpoints", "mountPath": CHECKPOINTS_MOUNT}]
@@ -574,14 +593,16 @@ def _trainer(ctx: _Cr, config_hash: str) -> list[Manifest]:
         security=_pod_security(SERVICE_UID, writes_volumes=True),
         volumes=volumes,
     )
-    template["spec"].update(_gpu_scheduling(trainer, trainer["gpus"]))
-    checkpoint = trainer["checkpoint"]
+    template["spec"].update(
+        _gpu_scheduling(trainer.node_selector, trainer.tolerations, trainer.gpus)
+    )
+    checkpoint = trainer.checkpoint
     claim_spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": checkpoint["size"]}},
+        "resources": {"requests": {"storage": checkpoint.size}},
     }
-    if checkpoint.get("storageClassName"):
-        claim_spec["storageClassName"] = checkpoint["storageClassName"]
+    if checkpoint.storage_class_name:
+        claim_spec["storageClassName"] = checkpoint.storage_class_name
     statefulset: Manifest = {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -607,8 +628,8 @@ def _trainer(ctx: _Cr, config_hash: str) -> list[Manifest]:
 
 
 def _triton(ctx: _Cr) -> list[Manifest]:
-    triton = ctx.spec["triton"]
-    gpus = triton["gpus"]
+    triton = ctx.spec.triton
+    gpus = triton.gpus
     args = [
         "tritonserver",
         f"--model-repository={_model_repository_location(ctx)}",
@@ -622,8 +643,8 @@ def _triton(ctx: _Cr) -> list[Manifest]:
     ]
     container: dict[str, Any] = {
         "name": "triton",
-        "image": triton["image"],
-        "imagePullPolicy": ctx.spec["imagePullPolicy"],
+        "image": triton.image,
+        "imagePullPolicy": ctx.spec.image_pull_policy,
         "args": args,
         "env": [
             _triton_admin_key_env(ctx),
@@ -649,7 +670,7 @@ def _triton(ctx: _Cr) -> list[Manifest]:
         # default (64 MiB) is too small for batches.
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
     }
-    resources = _resources(triton, gpus)
+    resources = _resources(triton.resources, gpus)
     if resources:
         container["resources"] = resources
     volumes: list[dict[str, Any]] = [
@@ -669,37 +690,37 @@ def _triton(ctx: _Cr) -> list[Manifest]:
         security=_pod_security(TRITON_UID, writes_volumes=False),
         volumes=volumes,
     )
-    template["spec"].update(_gpu_scheduling(triton, gpus))
-    deployment = _deployment(ctx, "triton", template, triton["replicas"])
+    template["spec"].update(_gpu_scheduling(triton.node_selector, triton.tolerations, gpus))
+    deployment = _deployment(ctx, "triton", template, triton.replicas)
     return [deployment, _service(ctx, "triton", TRITON_PORTS)]
 
 
 def _ranking_replicas(ctx: _Cr) -> int | None:
-    autoscaling = ctx.spec["autoscaling"]
-    if autoscaling["enabled"] and autoscaling["engine"] in {"hpa", "keda"}:
+    autoscaling = ctx.spec.autoscaling
+    if autoscaling.external_engine is not None:
         return None  # the HPA owns .spec.replicas
-    if autoscaling["enabled"] and ctx.desired.ranking_replicas is not None:
+    if autoscaling.enabled and ctx.desired.ranking_replicas is not None:
         return ctx.desired.ranking_replicas
-    replicas = int(ctx.spec["ranking"]["replicas"])
-    if autoscaling["enabled"]:
-        replicas = min(max(replicas, autoscaling["minReplicas"]), autoscaling["maxReplicas"])
+    replicas = ctx.spec.ranking.replicas
+    if autoscaling.enabled:
+        replicas = min(max(replicas, autoscaling.min_replicas), autoscaling.max_replicas)
     return replicas
 
 
 def _ranking(ctx: _Cr, config_hash: str) -> list[Manifest]:
-    ranking = ctx.spec["ranking"]
+    ranking = ctx.spec.ranking
     env = {
         "FRESHRANK_HOST": "0.0.0.0",
         "FRESHRANK_PORT": PORTS["ranking"],
         "FRESHRANK_FEATURE_URL": f"http://{ctx.child('feature')}:{PORTS['feature']}",
         "FRESHRANK_TRITON_URL": f"{ctx.child('triton')}:{TRITON_PORTS['http']}",
         "FRESHRANK_TRITON_PROTOCOL": "http",
-        "FRESHRANK_TRITON_DEADLINE_MS": ranking["timeoutMs"],
+        "FRESHRANK_TRITON_DEADLINE_MS": ranking.timeout_ms,
         "FRESHRANK_MODEL_REPOSITORY": _model_repository_location(ctx),
-        "FRESHRANK_HISTORY_LEN": ctx.spec["model"]["historyLength"],
+        "FRESHRANK_HISTORY_LEN": ctx.spec.model.history_length,
     }
     # The ranking API reads features over HTTP and never Kafka: no Kafka credentials.
-    container = _service_container(ctx, "ranking", env, _resources(ranking), kafka=False)
+    container = _service_container(ctx, "ranking", env, _resources(ranking.resources), kafka=False)
     volumes: list[dict[str, Any]] = []
     models = _models_volume(ctx)
     if models is not None:
@@ -787,16 +808,17 @@ def latency_query(name: str, namespace: str, window_seconds: int) -> str:
 
 
 def _autoscaler_objects(ctx: _Cr) -> list[Manifest]:
-    autoscaling = ctx.spec["autoscaling"]
-    if not autoscaling["enabled"] or autoscaling["engine"] == "operator":
+    autoscaling = ctx.spec.autoscaling
+    engine = autoscaling.external_engine
+    if engine is None:
         return []
-    target_seconds = autoscaling["targetP95Ms"] / 1000.0
-    if autoscaling["engine"] == "hpa":
+    target_seconds = autoscaling.target_p95_ms / 1000.0
+    if engine == "hpa":
         return [_hpa(ctx, autoscaling, target_seconds)]
     return [_scaled_object(ctx, autoscaling, target_seconds)]
 
 
-def _hpa(ctx: _Cr, autoscaling: Mapping[str, Any], target_seconds: float) -> Manifest:
+def _hpa(ctx: _Cr, autoscaling: Autoscaling, target_seconds: float) -> Manifest:
     # The per-pod p95 comes from the custom metrics API (prometheus-adapter serving
     # latency_query() as freshrank_ranking_p95_seconds; see docs/operator.md).
     return {
@@ -809,8 +831,8 @@ def _hpa(ctx: _Cr, autoscaling: Mapping[str, Any], target_seconds: float) -> Man
                 "kind": "Deployment",
                 "name": ctx.child("ranking"),
             },
-            "minReplicas": autoscaling["minReplicas"],
-            "maxReplicas": autoscaling["maxReplicas"],
+            "minReplicas": autoscaling.min_replicas,
+            "maxReplicas": autoscaling.max_replicas,
             "metrics": [
                 {
                     "type": "Pods",
@@ -825,12 +847,12 @@ def _hpa(ctx: _Cr, autoscaling: Mapping[str, Any], target_seconds: float) -> Man
     }
 
 
-def _hpa_behavior(autoscaling: Mapping[str, Any]) -> dict[str, Any]:
-    period = int(autoscaling["periodSeconds"])
-    up_percent = round((float(autoscaling["maxScaleUpFactor"]) - 1.0) * 100)
+def _hpa_behavior(autoscaling: Autoscaling) -> dict[str, Any]:
+    period = autoscaling.period_seconds
+    up_percent = round((autoscaling.max_scale_up_factor - 1.0) * 100)
     return {
         "scaleUp": {
-            "stabilizationWindowSeconds": autoscaling["scaleUpStabilizationSeconds"],
+            "stabilizationWindowSeconds": autoscaling.scale_up_stabilization_seconds,
             "selectPolicy": "Max",
             "policies": [
                 {"type": "Percent", "value": max(up_percent, 1), "periodSeconds": period},
@@ -838,12 +860,12 @@ def _hpa_behavior(autoscaling: Mapping[str, Any]) -> dict[str, Any]:
             ],
         },
         "scaleDown": {
-            "stabilizationWindowSeconds": autoscaling["scaleDownStabilizationSeconds"],
+            "stabilizationWindowSeconds": autoscaling.scale_down_stabilization_seconds,
             "selectPolicy": "Min",
             "policies": [
                 {
                     "type": "Pods",
-                    "value": autoscaling["maxScaleDownStep"],
+                    "value": autoscaling.max_scale_down_step,
                     "periodSeconds": period,
                 }
             ],
@@ -851,16 +873,16 @@ def _hpa_behavior(autoscaling: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _scaled_object(ctx: _Cr, autoscaling: Mapping[str, Any], target_seconds: float) -> Manifest:
+def _scaled_object(ctx: _Cr, autoscaling: Autoscaling, target_seconds: float) -> Manifest:
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
         "metadata": _metadata(ctx, ctx.child("ranking"), "ranking"),
         "spec": {
             "scaleTargetRef": {"name": ctx.child("ranking")},
-            "pollingInterval": autoscaling["periodSeconds"],
-            "minReplicaCount": autoscaling["minReplicas"],
-            "maxReplicaCount": autoscaling["maxReplicas"],
+            "pollingInterval": autoscaling.period_seconds,
+            "minReplicaCount": autoscaling.min_replicas,
+            "maxReplicaCount": autoscaling.max_replicas,
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _hpa_behavior(autoscaling)}},
             "triggers": [
                 {
@@ -868,10 +890,8 @@ def _scaled_object(ctx: _Cr, autoscaling: Mapping[str, Any], target_seconds: flo
                     # Value, not AverageValue: a latency quantile does not add up across pods.
                     "metricType": "Value",
                     "metadata": {
-                        "serverAddress": autoscaling["prometheusUrl"],
-                        "query": latency_query(
-                            ctx.name, ctx.namespace, int(autoscaling["windowSeconds"])
-                        ),
+                        "serverAddress": autoscaling.prometheus_url,
+                        "query": latency_query(ctx.name, ctx.namespace, autoscaling.window_seconds),
                         "threshold": f"{target_seconds:g}",
                     },
                 }

@@ -132,9 +132,9 @@ def test_closed_loop_load_spike_converges_without_oscillation() -> None:
 
 
 def test_from_spec_reads_the_crd_fields() -> None:
-    from freshrank_operator import render
+    from freshrank_operator.spec import parse_spec
 
-    spec = render.defaulted({"kafka": {"bootstrapServers": "x"}})["autoscaling"]
+    spec = parse_spec({"kafka": {"bootstrapServers": "x"}}).autoscaling
     policy = Policy.from_spec(spec)
     assert policy.target_p95_ms == 50
     assert policy.scale_down_stabilization_s == 300

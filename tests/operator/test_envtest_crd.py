@@ -4,6 +4,7 @@ field, storage sizes are quantities and immutable, defaults match the local vali
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from envtest import ClusterApi
 from freshrank.embedded.kubernetes import EmbeddedKubernetes
 from freshrank_operator import crd
 from freshrank_operator.kube import KubeError
+from freshrank_operator.spec import parse
 
 pytestmark = pytest.mark.integration
 
@@ -77,11 +79,31 @@ async def test_storage_sizes_accept_kubernetes_quantities(
     assert created["spec"]["trainer"]["checkpoint"]["size"] == size
 
 
-async def test_the_server_defaults_match_the_local_defaults(cluster_api: ClusterApi) -> None:
-    """The operator defaults CRs itself where no API server did it (crd.validate)."""
+@pytest.mark.parametrize(
+    "spec_patch",
+    [
+        {},
+        # Numbers given as integers and as fractions, and optional groups left out or given.
+        {
+            "autoscaling": {"targetP95Ms": 40, "maxScaleUpFactor": 1.5, "tolerance": 0},
+            "telemetry": {"sampleRatio": 1},
+            "featureStore": {"dsnSecret": {"name": "dsn"}, "replicas": 2},
+            "trainer": {"tolerations": [{"key": "gpu", "operator": "Exists"}]},
+        },
+    ],
+    ids=["minimal", "given"],
+)
+async def test_the_server_defaults_match_the_local_defaults(
+    cluster_api: ClusterApi, spec_patch: dict[str, Any]
+) -> None:
+    """The CRD's defaulting (crd.validate) and the operator's typed spec (spec.parse) give
+    what the API server stores: the same values of the same JSON types."""
     body = _in(cluster_api.namespace, minimal())
+    body["spec"].update(copy.deepcopy(spec_patch))
     created = await cluster_api.create_cr(body)
     assert created["spec"] == crd.validate(body)["spec"]
+    typed = parse(body).spec.to_dict()
+    assert json.dumps(typed, sort_keys=True) == json.dumps(created["spec"], sort_keys=True)
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,10 @@ from envtest import ClusterApi
 
 from freshrank.core.kafka import KafkaCredentials
 from freshrank_operator import reconcile
+from freshrank_operator.spec import parse_spec
 
 pytestmark = pytest.mark.integration
-SPEC = {"kafka": {"bootstrapServers": "k:9093", "credentialsSecret": {"name": "creds"}}}
+SPEC = parse_spec({"kafka": {"bootstrapServers": "k:9093", "credentialsSecret": {"name": "creds"}}})
 
 
 def _b64(text: str) -> str:
