@@ -1,6 +1,7 @@
 """The freshrank operator: RecommenderDeployment -> feature, trainer, Triton, ranking on Kubernetes.
 
-Layers: ``crd`` (the schema, loaded from crds/), ``render`` (pure manifests), ``autoscaler``
+Layers: ``crd`` (the schema, loaded from crds/), ``spec`` (the typed spec the rest reads,
+checked against the schema by a test), ``render`` (pure manifests), ``autoscaler``
 (pure control law), ``observe``/``status`` (pure readings), ``kube``/``reconcile`` (async
 API work), ``handlers``/``runtime`` (Kopf). Only the last two import Kopf.
 """
@@ -23,6 +24,7 @@ from freshrank_operator.crd import (
 )
 from freshrank_operator.render import Desired
 from freshrank_operator.render import render as render_manifests
+from freshrank_operator.spec import InvalidSpec, RecommenderSpec, parse_spec
 
 __all__ = [
     "API_VERSION",
@@ -33,11 +35,14 @@ __all__ = [
     "Autoscaler",
     "Decision",
     "Desired",
+    "InvalidSpec",
     "OperatorConfig",
     "Policy",
+    "RecommenderSpec",
     "apply_defaults",
     "crd_path",
     "load_crd",
+    "parse_spec",
     "render_manifests",
     "schema_errors",
     "validate",

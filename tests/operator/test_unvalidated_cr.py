@@ -7,7 +7,10 @@ CRD version or a schema edit can leave such CRs behind, and the operator must no
 
 from __future__ import annotations
 
+from typing import Any
+
 import kmock
+import pytest
 from kube_harness import CR_RESOURCE, FakeApi, eventually, example_cr, running_operator
 
 from freshrank_operator import crd
@@ -15,10 +18,24 @@ from freshrank_operator import crd
 NS = "default"
 
 
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        # A CEL rule (x-kubernetes-validations) with its fieldPath.
+        ({"autoscaling": {"minReplicas": 9, "maxReplicas": 3}}, "spec.autoscaling.minReplicas"),
+        # A type inside a list, and a required field.
+        (
+            {"trainer": {"tolerations": [{"key": "gpu", "operator": "Maybe"}]}},
+            "spec.trainer.tolerations[0].operator",
+        ),
+        ({"kafka": {"partitions": 3}}, "spec.kafka.bootstrapServers"),
+    ],
+    ids=["cel-rule", "list-item", "required"],
+)
 async def test_a_cr_that_bypassed_the_schema_is_degraded_not_crashed(
-    emulator: kmock.KubernetesEmulator, api: FakeApi
+    emulator: kmock.KubernetesEmulator, api: FakeApi, spec: dict[str, Any], field: str
 ) -> None:
-    body = example_cr("shop", autoscaling={"minReplicas": 9, "maxReplicas": 3})
+    body = example_cr("shop", **spec)
     body["metadata"].update({"uid": "u-1", "generation": 1, "resourceVersion": "1"})
     async with running_operator(str(emulator.url)):
         async with emulator.post(
@@ -35,5 +52,5 @@ async def test_a_cr_that_bypassed_the_schema_is_degraded_not_crashed(
 
         condition = await eventually(degraded)
         assert condition["reason"] == "InvalidSpec"
-        assert "spec.autoscaling.minReplicas" in str(condition["message"])
+        assert str(condition["message"]).startswith(f"{field}: "), condition
         assert not api.children(NS, "shop")
