@@ -12,7 +12,8 @@ patterns, cross-field rules), camelCase aliases and nested defaults, and a CR th
 the API server's schema must be reported field by field. Pydantic does all of that from the
 declarations, its error locations name the field (``spec.autoscaling.minReplicas``), and its
 JSON schema is what the CRD test compares. Dataclasses would need a hand-written parser of the
-same size as these models. Pydantic is already a runtime dependency (of ``kubernetes``).
+same size as these models. Pydantic was installed already (``kubernetes`` requires it); it is
+now a declared dependency of its own.
 
 Validation is strict (``"50"`` is not a number, ``"true"`` not a boolean), as in the API
 server; unknown fields are ignored, as the API server prunes them.

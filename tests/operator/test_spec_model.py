@@ -242,6 +242,36 @@ def test_the_model_rejects_what_the_crd_rejects_naming_the_field(bad: BadCr) -> 
     assert str(rejected.value).startswith(f"{bad.field}: ")
 
 
+def _cel_messages() -> set[str]:
+    """The messages of the CRD's rules one object can break (not the transition rules)."""
+    return {
+        " ".join(rule["message"].split())
+        for _, node in _nodes(crd.object_schema())
+        for rule in node.get("x-kubernetes-validations", [])
+        if "oldSelf" not in rule["rule"]
+    }
+
+
+def _nodes(node: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    found: list[tuple[str, Mapping[str, Any]]] = [("", node)]
+    for name, sub in (node.get("properties") or {}).items():
+        found += [(f".{name}{path}", n) for path, n in _nodes(sub)]
+    return found
+
+
+def test_every_cel_rule_of_the_crd_is_a_model_rule_with_its_message() -> None:
+    """Each rule is broken by one of the bad CRs; the model reports it with the CRD's message
+    at the CRD's fieldPath (the field: test above)."""
+    reported = set()
+    for bad in INVALID:
+        try:
+            spec.parse(with_value(bad.path, bad.value))
+        except spec.InvalidSpec as invalid:
+            reported |= {e.message for e in invalid.errors}
+    assert len(_cel_messages()) == 4
+    assert _cel_messages() <= reported
+
+
 @pytest.mark.parametrize(
     ("path", "value"),
     [
