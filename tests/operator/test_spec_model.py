@@ -12,7 +12,7 @@ import copy
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -36,9 +36,9 @@ class _FactoryDefaults(GenerateJsonSchema):
 
     def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
         factory = schema.get("default_factory")
-        if factory is not None:
-            schema = {**schema, "default": factory()}  # type: ignore[call-arg]
-            del schema["default_factory"]
+        if factory is not None and not schema.get("default_factory_takes_data"):
+            made = cast(Callable[[], Any], factory)()
+            schema = core_schema.with_default_schema(schema["schema"], default=made)
         return super().default_schema(schema)
 
 
