@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from freshrank.core.http import REQUEST_LATENCY_METRIC
+from freshrank.core.service_settings import FeatureSettings, RankingSettings, TrainerSettings
+from freshrank.core.settings import CommonSettings, env_name, settings_env
 from freshrank.core.triton_auth import server_flags
 from freshrank_operator.crd import API_VERSION, KIND, apply_defaults, shared_object_schema
 from freshrank_operator.observe import RANKING_ROUTE
@@ -61,7 +63,9 @@ TMP_MOUNT = "/tmp"
 # Triton's restricted control APIs (core.triton_auth) take their key from this Secret, which
 # the operator creates once per CR (reconcile cannot render a random value: renders are pure).
 TRITON_ADMIN_SECRET_KEY = "key"
-TRITON_ADMIN_ENV = "FRESHRANK_TRITON_ADMIN_KEY"
+# The trainer's setting; Triton's pod gets the same variable (its args expand it).
+TRITON_ADMIN_ENV = env_name(TrainerSettings, "triton_admin_key")
+DATABASE_URL_ENV = env_name(FeatureSettings, "database_url")
 
 
 @dataclass(frozen=True)
@@ -298,14 +302,13 @@ def _kafka_credentials_env(ctx: _Cr) -> list[dict[str, Any]]:
     the same table the operator reads the Secret with for its own admin client.
     """
     from freshrank.core.kafka import CREDENTIAL_KEYS
-    from freshrank.core.settings import env_name
 
     secret = ctx.spec["kafka"].get("credentialsSecret")
     if not secret:
         return []
     return [
         {
-            "name": env_name(field.setting),
+            "name": env_name(CommonSettings, field.setting),
             "valueFrom": {
                 "secretKeyRef": {
                     "name": secret["name"],
@@ -445,11 +448,14 @@ def _claim(
 def _config_map(ctx: _Cr) -> Manifest:
     telemetry = ctx.spec["telemetry"]
     data = {
-        "FRESHRANK_NAME": ctx.name,
-        "FRESHRANK_BOOTSTRAP_SERVERS": ctx.spec["kafka"]["bootstrapServers"],
-        "FRESHRANK_OTLP_ENDPOINT": telemetry["otlpEndpoint"],
-        "FRESHRANK_TRACE_SAMPLE_RATIO": str(telemetry["sampleRatio"]),
-        "FRESHRANK_LOG_LEVEL": telemetry["logLevel"],
+        **settings_env(
+            CommonSettings,
+            name=ctx.name,
+            bootstrap_servers=ctx.spec["kafka"]["bootstrapServers"],
+            otlp_endpoint=telemetry["otlpEndpoint"],
+            trace_sample_ratio=str(telemetry["sampleRatio"]),
+            log_level=telemetry["logLevel"],
+        ),
         "OTEL_EXPORTER_OTLP_ENDPOINT": telemetry["otlpEndpoint"],
     }
     return {
@@ -462,17 +468,18 @@ def _config_map(ctx: _Cr) -> Manifest:
 
 def _feature(ctx: _Cr, config_hash: str) -> list[Manifest]:
     store = ctx.spec["featureStore"]
-    env: dict[str, Any] = {
-        "FRESHRANK_HOST": "0.0.0.0",
-        "FRESHRANK_PORT": PORTS["feature"],
-        "FRESHRANK_HISTORY_LENGTH": ctx.spec["model"]["historyLength"],
-    }
+    env = settings_env(
+        FeatureSettings,
+        host="0.0.0.0",
+        port=PORTS["feature"],
+        history_len=ctx.spec["model"]["historyLength"],
+    )
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     manifests: list[Manifest] = []
     if not store.get("dsnSecret"):
         # SQLite, the embedded default: one writer on a persistent volume.
-        env["FRESHRANK_DATABASE_URL"] = f"sqlite+aiosqlite:///{FEATURE_DATA_MOUNT}/features.db"
+        env[DATABASE_URL_ENV] = f"sqlite+aiosqlite:///{FEATURE_DATA_MOUNT}/features.db"
         claim = ctx.child("feature-data")
         manifests.append(_claim(ctx, claim, "feature", "1Gi", "ReadWriteOnce", None))
         volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": claim}})
@@ -482,7 +489,7 @@ def _feature(ctx: _Cr, config_hash: str) -> list[Manifest]:
         secret = store["dsnSecret"]
         container["env"].append(
             {
-                "name": "FRESHRANK_DATABASE_URL",
+                "name": DATABASE_URL_ENV,
                 "valueFrom": {"secretKeyRef": {"name": secret["name"], "key": secret["key"]}},
             }
         )
@@ -536,24 +543,25 @@ def _model_repository_claim(ctx: _Cr) -> list[Manifest]:
 def _trainer(ctx: _Cr, config_hash: str) -> list[Manifest]:
     trainer, model = ctx.spec["trainer"], ctx.spec["model"]
     gate = trainer["qualityGate"]
-    env = {
-        "FRESHRANK_PORT": PORTS["trainer"],
-        "FRESHRANK_MODEL_REPOSITORY": _model_repository_location(ctx),
-        "FRESHRANK_CHECKPOINT_DIR": CHECKPOINTS_MOUNT,
-        "FRESHRANK_TRITON_URL": f"{ctx.child('triton')}:{TRITON_PORTS['http']}",
-        "FRESHRANK_ARCHITECTURE": model["architecture"],
-        "FRESHRANK_DIM": model["dim"],
-        "FRESHRANK_HISTORY_LEN": model["historyLength"],
-        "FRESHRANK_NUM_USERS": model["numUsers"],
-        "FRESHRANK_NUM_ITEMS": model["numItems"],
-        "FRESHRANK_LEARNING_RATE": model["learningRate"],
-        "FRESHRANK_BATCH_SIZE": trainer["batchSize"],
-        "FRESHRANK_EXPORT_INTERVAL_S": trainer["exportIntervalSeconds"],
-        "FRESHRANK_QUALITY_METRIC": gate["metric"],
-        "FRESHRANK_MAX_REGRESSION": gate["maxRegression"],
-        "FRESHRANK_MIN_EVENTS": gate["minEvents"],
-        "FRESHRANK_DEVICE": "cuda" if trainer["gpus"] > 0 else "cpu",
-    }
+    env = settings_env(
+        TrainerSettings,
+        port=PORTS["trainer"],
+        model_repository=_model_repository_location(ctx),
+        checkpoint_dir=CHECKPOINTS_MOUNT,
+        triton_url=f"{ctx.child('triton')}:{TRITON_PORTS['http']}",
+        architecture=model["architecture"],
+        dim=model["dim"],
+        history_len=model["historyLength"],
+        num_users=model["numUsers"],
+        num_items=model["numItems"],
+        learning_rate=model["learningRate"],
+        batch_size=trainer["batchSize"],
+        export_interval_s=trainer["exportIntervalSeconds"],
+        quality_metric=gate["metric"],
+        max_regression=gate["maxRegression"],
+        min_events=gate["minEvents"],
+        device="cuda" if trainer["gpus"] > 0 else "cpu",
+    )
     container = _service_container(ctx, "trainer", env, _resources(trainer, trainer["gpus"]))
     container["image"] = trainer.get("image") or (
         cuda_variant(ctx.image) if trainer["gpus"] > 0 else ctx.image
@@ -688,16 +696,17 @@ def _ranking_replicas(ctx: _Cr) -> int | None:
 
 def _ranking(ctx: _Cr, config_hash: str) -> list[Manifest]:
     ranking = ctx.spec["ranking"]
-    env = {
-        "FRESHRANK_HOST": "0.0.0.0",
-        "FRESHRANK_PORT": PORTS["ranking"],
-        "FRESHRANK_FEATURE_URL": f"http://{ctx.child('feature')}:{PORTS['feature']}",
-        "FRESHRANK_TRITON_URL": f"{ctx.child('triton')}:{TRITON_PORTS['http']}",
-        "FRESHRANK_TRITON_PROTOCOL": "http",
-        "FRESHRANK_TRITON_DEADLINE_MS": ranking["timeoutMs"],
-        "FRESHRANK_MODEL_REPOSITORY": _model_repository_location(ctx),
-        "FRESHRANK_HISTORY_LEN": ctx.spec["model"]["historyLength"],
-    }
+    env = settings_env(
+        RankingSettings,
+        host="0.0.0.0",
+        port=PORTS["ranking"],
+        feature_url=f"http://{ctx.child('feature')}:{PORTS['feature']}",
+        triton_url=f"{ctx.child('triton')}:{TRITON_PORTS['http']}",
+        triton_protocol="http",
+        triton_deadline_ms=ranking["timeoutMs"],
+        model_repository=_model_repository_location(ctx),
+        history_len=ctx.spec["model"]["historyLength"],
+    )
     # The ranking API reads features over HTTP and never Kafka: no Kafka credentials.
     container = _service_container(ctx, "ranking", env, _resources(ranking), kafka=False)
     volumes: list[dict[str, Any]] = []
