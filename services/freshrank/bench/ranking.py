@@ -99,12 +99,8 @@ def _write_model(repository: Path, args: argparse.Namespace) -> None:
     users.assign([f"u{i}" for i in range(args.users)])
     items.assign([f"i{i}" for i in range(args.items)])
     torch.manual_seed(0)
-    config = ModelConfig(
-        architecture=args.architecture,
-        num_users=users.capacity,
-        num_items=items.capacity,
-        dim=args.dim,
-    )
+    # --architecture and --dim from the flags.
+    config = ModelConfig.from_settings(args, num_users=users.capacity, num_items=items.capacity)
     model = build_model(config).eval()
 
     def populate(directory: Path) -> None:

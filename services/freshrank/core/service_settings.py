@@ -26,10 +26,12 @@ from freshrank.core.settings import (
 )
 
 __all__ = [
+    "ARCHITECTURE_NAMES",
     "DEVICES",
     "QUALITY_METRICS",
     "SCORERS",
     "TRITON_PROTOCOLS",
+    "Architecture",
     "Device",
     "FeatureSettings",
     "ModelSettings",
@@ -40,10 +42,13 @@ __all__ = [
     "TritonProtocol",
 ]
 
+# The names freshrank.model.registry builds (tests/model checks they agree).
+Architecture = Literal["sasrec", "din", "mf"]
 QualityMetric = Literal["hr@10", "ndcg@10", "hr@10_full", "ndcg@10_full"]
 Device = Literal["auto", "cpu", "cuda"]
 Scorer = Literal["triton", "torch"]
 TritonProtocol = Literal["http", "grpc"]
+ARCHITECTURE_NAMES: tuple[str, ...] = typing.get_args(Architecture)
 QUALITY_METRICS: tuple[str, ...] = typing.get_args(QualityMetric)
 DEVICES: tuple[str, ...] = typing.get_args(Device)
 SCORERS: tuple[str, ...] = typing.get_args(Scorer)
@@ -53,7 +58,7 @@ TRITON_PROTOCOLS: tuple[str, ...] = typing.get_args(TritonProtocol)
 class ModelSettings(HistorySettings):
     """The model's shape (``freshrank.model.ModelConfig.from_settings`` builds it from these)."""
 
-    architecture: str = opt("sasrec", "model architecture (see freshrank.model.registry)")
+    architecture: Architecture = opt("sasrec", "model architecture (freshrank.model.registry)")
     dim: int = opt(32, "embedding dimension", ge=1)
     num_users: int = opt(100_000, "user embedding rows (incl. the padding row)", ge=2)
     num_items: int = opt(100_000, "item embedding rows (incl. the padding row)", ge=2)
