@@ -130,3 +130,12 @@ def test_host_port_accepts_urls_with_or_without_scheme() -> None:
     assert host_port("http://127.0.0.1:8000/") == "127.0.0.1:8000"
     assert host_port("https://triton:8000") == "triton:8000"
     assert host_port("127.0.0.1:8001") == "127.0.0.1:8001"
+
+
+def test_settings_as_env_read_back_the_same() -> None:
+    """What a parent hands a subprocess (``as_env``) is what the subprocess loads."""
+    settings = TrainerSettings(
+        name="shop", triton_admin_key="k3y", debug_ledger=True, quality_metric="hr@10", dim=8
+    )
+    assert load_settings(TrainerSettings, environ=settings.as_env()) == settings
+    assert settings.as_env()["FRESHRANK_TRITON_ADMIN_KEY"] == "k3y"

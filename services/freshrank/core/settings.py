@@ -73,6 +73,11 @@ class Settings(BaseModel):
     # Old field name -> current one: the old flag and env var still work, with a warning.
     deprecated_names: ClassVar[Mapping[str, str]] = {}
 
+    def as_env(self) -> dict[str, str]:
+        """Every setting as its ``FRESHRANK_*`` env var, secrets in clear (for a subprocess)."""
+        fields = type(self).model_fields
+        return settings_env(type(self), **{name: getattr(self, name) for name in fields})
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # ``defaults=`` is handled once the fields exist (__pydantic_init_subclass__).
         super().__init_subclass__()
@@ -106,6 +111,8 @@ def settings_env(cls: type[Settings], **values: Any) -> dict[str, str]:
 
 
 def _env_value(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -270,7 +277,8 @@ class TritonSettings(Settings):
 class HistorySettings(Settings):
     """A role handling user histories (the model's input length)."""
 
-    # The feature service called it history_length (FRESHRANK_HISTORY_LENGTH) until 0.1.
+    # The feature service called it history_length: an operator of 0.1.0 still renders
+    # FRESHRANK_HISTORY_LENGTH for it, so the old name is read too (with a warning).
     deprecated_names: ClassVar[Mapping[str, str]] = {"history_length": "history_len"}
 
     history_len: int = opt(
