@@ -134,21 +134,19 @@ def _metavar(annotation: Any) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type[Settings]) -> None:
     """Add one flag per settings field; absent flags stay absent so env vars can fill in."""
-    old_names: dict[str, list[str]] = {}
-    for old, new in cls.deprecated_names.items():
-        old_names.setdefault(new, []).append(old)
     for name, field in cls.model_fields.items():
         default = field.default
         # A secret's default is code, not a secret (the feature store's SQLite file).
         shown = repr(default.get_secret_value() if isinstance(default, SecretStr) else default)
         parser.add_argument(
             _flag(name),
-            *(_flag(old) for old in old_names.get(name, [])),
             dest=name,
             default=argparse.SUPPRESS,  # absent unless given, so env vars and defaults apply
             metavar=_metavar(field.annotation),
             help=f"{field.description or ''} [env {env_name(cls, name)}; default {shown}]",
         )
+    for old, new in cls.deprecated_names.items():  # still accepted, no longer shown
+        parser.add_argument(_flag(old), dest=new, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def load_settings(
