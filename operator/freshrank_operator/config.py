@@ -1,8 +1,6 @@
-"""The operator's own settings (flags > FRESHRANK_OPERATOR_* env > defaults via core.settings)."""
+"""The operator's own settings (flags > FRESHRANK_* env > defaults via core.settings)."""
 
 from __future__ import annotations
-
-import dataclasses
 
 from freshrank.core.settings import CommonSettings, opt
 from freshrank_operator.render import DEFAULT_IMAGE
@@ -10,7 +8,6 @@ from freshrank_operator.render import DEFAULT_IMAGE
 __all__ = ["OperatorConfig"]
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
 class OperatorConfig(CommonSettings):
     namespaces: str = opt("", "comma-separated namespaces to watch; empty watches all")
     standalone: bool = opt(

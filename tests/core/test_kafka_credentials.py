@@ -51,7 +51,9 @@ def test_a_missing_required_key_is_named(absent: str) -> None:
 def test_the_password_never_shows_in_reprs() -> None:
     credentials = KafkaCredentials.from_values({"username": "alice", "password": "s3cret"})
     assert "s3cret" not in repr(credentials)
-    settings = load_settings(CommonSettings, environ={env_name("kafka_password"): "s3cret"})
+    settings = load_settings(
+        CommonSettings, environ={env_name(CommonSettings, "kafka_password"): "s3cret"}
+    )
     assert "s3cret" not in repr(settings)
 
 
@@ -71,7 +73,10 @@ def test_admin_config_is_plaintext_without_credentials() -> None:
 def test_pod_settings_build_the_same_credentials_as_the_secret() -> None:
     """What the operator renders as FRESHRANK_KAFKA_* is what the services read back."""
     secret = {"username": "alice", "password": "pw", "mechanism": "SCRAM-SHA-256"}
-    environ = {env_name(CREDENTIAL_KEYS[key].setting): value for key, value in secret.items()}
+    environ = {
+        env_name(CommonSettings, CREDENTIAL_KEYS[key].setting): value
+        for key, value in secret.items()
+    }
     settings = load_settings(CommonSettings, environ=environ)
     assert credentials_from_settings(settings) == KafkaCredentials.from_values(secret)
     assert credentials_from_settings(load_settings(CommonSettings, environ={})) is None
@@ -80,7 +85,10 @@ def test_pod_settings_build_the_same_credentials_as_the_secret() -> None:
 async def test_services_clients_take_the_pods_credentials() -> None:
     """What the trainer and the feature ingester build from FRESHRANK_KAFKA_* settings is a
     config librdkafka accepts for a consumer and a producer (no broker needed to check)."""
-    environ = {env_name("kafka_username"): "alice", env_name("kafka_password"): "pw"}
+    environ = {
+        env_name(CommonSettings, "kafka_username"): "alice",
+        env_name(CommonSettings, "kafka_password"): "pw",
+    }
     settings = load_settings(CommonSettings, environ=environ)
     security = security_config(settings)
     assert security == KafkaCredentials("alice", "pw").client_config()

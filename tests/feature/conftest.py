@@ -41,7 +41,7 @@ def feature_settings(backend: dict[str, str]) -> FeatureSettings:
     return FeatureSettings(
         database_url=backend["database_url"],
         db_schema=backend["db_schema"],
-        history_length=5,
+        history_len=5,
         half_life_s=1.0,
         port=0,
     )

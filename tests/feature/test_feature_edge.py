@@ -5,7 +5,6 @@ dead-lettered once with its reason, the rest is applied, and ingest commits past
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import AsyncIterator
 
@@ -65,13 +64,14 @@ def _produce(broker: EmbeddedBroker, topic: str, events: list[InteractionEvent])
 async def service(
     broker: EmbeddedBroker, unique_name: str, feature_settings: FeatureSettings
 ) -> AsyncIterator[FeatureService]:
-    settings = dataclasses.replace(
-        feature_settings,
-        name=unique_name,
-        bootstrap_servers=broker.bootstrap,
-        port=free_port(),
-        ingest_batch=100,
-        processed_retention_s=3600.0,
+    settings = feature_settings.model_copy(
+        update={
+            "name": unique_name,
+            "bootstrap_servers": broker.bootstrap,
+            "port": free_port(),
+            "ingest_batch": 100,
+            "processed_retention_s": 3600.0,
+        }
     )
     ensure_topics(broker.bootstrap, [settings.events_topic, settings.dlq_topic])
     running = FeatureService(settings)

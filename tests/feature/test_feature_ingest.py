@@ -4,7 +4,6 @@ a SIGKILLed ingester process that restarts without losing or doubling an event."
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -52,12 +51,13 @@ async def _reference(
 async def service(
     broker: EmbeddedBroker, unique_name: str, feature_settings: FeatureSettings
 ) -> AsyncIterator[FeatureService]:
-    settings = dataclasses.replace(
-        feature_settings,
-        name=unique_name,
-        bootstrap_servers=broker.bootstrap,
-        port=free_port(),
-        cache_ttl_s=600.0,  # only the stream may refresh what the API serves here
+    settings = feature_settings.model_copy(
+        update={
+            "name": unique_name,
+            "bootstrap_servers": broker.bootstrap,
+            "port": free_port(),
+            "cache_ttl_s": 600.0,  # only the stream may refresh what the API serves here
+        }
     )
     ensure_topics(broker.bootstrap, [settings.events_topic, settings.dlq_topic])
     running = FeatureService(settings)
@@ -73,7 +73,7 @@ async def test_stream_replayed_twice_gives_the_same_features(
     assert ingester is not None
     assert store is not None
     events = stream(400)
-    expected = await _reference(tmp_path, events, history_length=5, half_life_s=1.0)
+    expected = await _reference(tmp_path, events, history_len=5, half_life_s=1.0)
     for attempt in (1, 2):  # the second pass is a full redelivery of the same events
         _produce(broker, s.events_topic, events)
         await eventually(lambda n=attempt: _committed(service, 400 * n))
@@ -138,12 +138,13 @@ async def test_api_reflects_the_stream_through_the_cache(
 async def test_ingest_prunes_event_ids_beyond_the_retention_window(
     broker: EmbeddedBroker, unique_name: str, feature_settings: FeatureSettings
 ) -> None:
-    settings = dataclasses.replace(
-        feature_settings,
-        name=unique_name,
-        bootstrap_servers=broker.bootstrap,
-        port=free_port(),
-        processed_retention_s=1.0,  # of stream time; the first round spans 2 s
+    settings = feature_settings.model_copy(
+        update={
+            "name": unique_name,
+            "bootstrap_servers": broker.bootstrap,
+            "port": free_port(),
+            "processed_retention_s": 1.0,  # of stream time; the first round spans 2 s
+        }
     )
     ensure_topics(broker.bootstrap, [settings.events_topic, settings.dlq_topic])
     service = FeatureService(settings)
@@ -187,10 +188,10 @@ async def test_ingester_killed_mid_stream_restarts_without_loss_or_doubles(
         sys.executable, "-m", "freshrank.cli", "feature",
         "--name", unique_name,
         "--bootstrap-servers", broker.bootstrap,
-        "--database-url", s.database_url,
+        "--database-url", s.database_url.get_secret_value(),
         "--db-schema", s.db_schema,
         "--port", str(free_port()),
-        "--history-length", str(s.history_length),
+        "--history-len", str(s.history_len),
         "--half-life-s", str(s.half_life_s),
         "--ingest-batch", "100",  # many small transactions: the kill lands mid-stream
     ]  # fmt: skip
@@ -211,7 +212,7 @@ async def test_ingester_killed_mid_stream_restarts_without_loss_or_doubles(
         finally:
             second.stop()
         expected = await _reference(
-            tmp_path, events, history_length=s.history_length, half_life_s=s.half_life_s
+            tmp_path, events, history_len=s.history_len, half_life_s=s.half_life_s
         )
         await store.load_clock()  # this store is another reader: catch up with the stream clock
         assert await snapshot(store, events) == expected

@@ -45,7 +45,7 @@ def _settings(broker: EmbeddedBroker, postgres: EmbeddedPostgres, name: str) -> 
         database_url=postgres.url(),
         port=free_port(),
         cache_size=0,  # every read goes to the store: the outage is not hidden by the cache
-        history_length=5,
+        history_len=5,
     )
     ensure_topics(broker.bootstrap, [settings.events_topic, settings.dlq_topic])
     return settings

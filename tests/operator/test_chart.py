@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from freshrank.core.settings import env_name
 from freshrank_operator import crd, reconcile
+from freshrank_operator.config import OperatorConfig
 from freshrank_operator.handlers import WATCHED_CHILDREN
 from freshrank_operator.kube import PLURALS
 
@@ -85,6 +88,16 @@ def test_templates_wire_the_operator() -> None:
     assert "files/rbac-rules.yaml" in rbac
     assert "kind: Role\n" in rbac
     assert (CHART / "templates" / "serviceaccount.yaml").exists()
+
+
+def test_every_env_var_of_the_operator_pod_is_an_operator_setting() -> None:
+    """The chart types the operator's env names by hand (a template): each must name a field of
+    OperatorConfig, or the operator would silently run on a default."""
+    deployment = (CHART / "templates" / "deployment.yaml").read_text()
+    names = set(re.findall(r"name: (FRESHRANK_[A-Z0-9_]+)", deployment))
+    known = {env_name(OperatorConfig, field) for field in OperatorConfig.model_fields}
+    assert len(names) > 5
+    assert names <= known, f"no OperatorConfig setting reads {sorted(names - known)}"
 
 
 def test_several_replicas_elect_a_leader_instead_of_kopf_peering() -> None:

@@ -10,6 +10,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from freshrank.core.service_settings import FeatureSettings, RankingSettings, TrainerSettings
+from freshrank.core.settings import Settings, env_name, load_settings
 from freshrank_operator import render
 from freshrank_operator.crd import API_VERSION, KIND
 
@@ -234,29 +236,46 @@ def test_model_repository_url_needs_no_volume() -> None:
     assert not [v for v in triton["volumes"] if "persistentVolumeClaim" in v]
 
 
-def test_every_env_var_is_a_setting_of_the_role_that_reads_it() -> None:
-    """The contract with the services: FRESHRANK_<FIELD> must name a field of their settings."""
-    import dataclasses
-    import importlib
+# The settings class each container of the renderer is read by (one source of the env names).
+_ROLE_SETTINGS: dict[str, type[Settings]] = {
+    "feature": FeatureSettings,
+    "trainer": TrainerSettings,
+    "ranking": RankingSettings,
+}
 
-    from freshrank.core.settings import env_name
 
-    settings_classes = {
-        "feature": "freshrank.feature.settings:FeatureSettings",
-        "trainer": "freshrank.trainer.settings:TrainerSettings",
-        "ranking": "freshrank.ranking.settings:RankingSettings",
-    }
-    children = _by_key(render.render(_cr(REPO / "docs/examples/recdep-gpu-full.yaml")))
-    config = children[("ConfigMap", "shop-gpu-config")]["data"]
-    for role, target in settings_classes.items():
-        module_name, class_name = target.split(":")
-        cls = getattr(importlib.import_module(module_name), class_name)
-        known = {env_name(f.name) for f in dataclasses.fields(cls)}
+@pytest.mark.parametrize(
+    "example", ["recdep-minimal.yaml", "recdep-gpu-full.yaml", "recdep-hpa.yaml"]
+)
+def test_every_env_var_is_a_setting_of_the_role_that_reads_it(example: str) -> None:
+    """The contract with the services: each FRESHRANK_* var a pod gets is a field of its role's
+    settings class (and parses as one), so renaming a setting cannot leave a pod's var unread."""
+    cr = _cr(REPO / "docs/examples" / example)
+    children = _by_key(render.render(cr))
+    name = cr["metadata"]["name"]
+    config = children[("ConfigMap", f"{name}-config")]["data"]
+    shared = {k: v for k, v in config.items() if k.startswith("FRESHRANK_")}
+    assert set(config) - set(shared) == {"OTEL_EXPORTER_OTLP_ENDPOINT"}
+    for role, cls in _ROLE_SETTINGS.items():
+        known = {env_name(cls, field): field for field in cls.model_fields}
         kind = "StatefulSet" if role == "trainer" else "Deployment"
-        container = children[(kind, f"shop-gpu-{role}")]["spec"]["template"]["spec"]
-        env = {e["name"] for e in container["containers"][0]["env"]}
-        env |= {k for k in config if k.startswith("FRESHRANK_")}
-        assert env <= known, f"{role}: unknown settings {sorted(env - known)}"
+        container = children[(kind, f"{name}-{role}")]["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value", "from a Secret") for e in container["env"]}
+        unknown = (set(env) | set(shared)) - set(known)
+        assert not unknown, f"{role}: env vars no setting of {cls.__name__} reads: {unknown}"
+        values = {k: v for k, v in {**shared, **env}.items() if v != "from a Secret"}
+        load_settings(cls, environ=values)  # every rendered value parses for its role
+
+
+def test_the_feature_history_uses_the_name_the_other_roles_use() -> None:
+    children = _by_key(render.render(_cr(REPO / "docs/examples/recdep-gpu-full.yaml")))
+    for kind, child in [
+        ("Deployment", "shop-gpu-feature"),
+        ("StatefulSet", "shop-gpu-trainer"),
+        ("Deployment", "shop-gpu-ranking"),
+    ]:
+        env = children[(kind, child)]["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert "FRESHRANK_HISTORY_LEN" in {e["name"] for e in env}, child
 
 
 def _pod_templates(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -111,12 +111,12 @@ def test_after_a_triton_crash_the_model_is_served_again_on_a_quiet_stream(
     """kill -9 tritonserver with no new events coming: the supervisor restarts it (empty, in
     explicit mode) and the trainer's watchdog loads the latest good version again."""
     small = {
-        "FRESHRANK_NUM_USERS": "256",
-        "FRESHRANK_NUM_ITEMS": "128",
-        "FRESHRANK_DIM": "8",
-        "FRESHRANK_HISTORY_LEN": "4",
-        "FRESHRANK_MIN_EVENTS": "0",
-        "FRESHRANK_DEVICE": "cpu",
+        "num_users": 256,
+        "num_items": 128,
+        "dim": 8,
+        "history_len": 4,
+        "min_events": 0,
+        "device": "cpu",
     }
     config = StackConfig(
         workdir=tmp_path / "stack",
@@ -124,7 +124,7 @@ def test_after_a_triton_crash_the_model_is_served_again_on_a_quiet_stream(
         services=("trainer", "ranking"),
         architecture="mf",
         export_interval_s=1.0,
-        extra_env=small,
+        extra_settings=small,
     )
     with LocalStack(config) as stack:
         producer = EventProducer(stack.broker.bootstrap, "quiet.events")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -113,7 +112,7 @@ async def test_versions_are_served_and_the_newer_one_learned_the_drift(
     )
     # The first export waits for the whole pre-drift stream (the gate's min_events); each
     # Python-backend load takes seconds here, so the test asks for two versions only.
-    settings = dataclasses.replace(settings, min_events=len(pre))
+    settings = settings.model_copy(update={"min_events": len(pre)})
     repository = ModelRepository(model_repository, settings.triton_model)
     registry = CollectorRegistry()
     stop = asyncio.Event()

@@ -55,5 +55,5 @@ def test_the_triton_admin_key_is_read_and_never_shown() -> None:
     settings = load_settings(
         TrainerSettings, environ={**OPERATOR_ENV, "FRESHRANK_TRITON_ADMIN_KEY": "s3cret-key"}
     )
-    assert settings.triton_admin_key == "s3cret-key"
+    assert settings.triton_admin_key.get_secret_value() == "s3cret-key"
     assert "s3cret-key" not in repr(settings)

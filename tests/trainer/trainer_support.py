@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,10 +46,7 @@ def small_settings(
 
 def settings_env(settings: TrainerSettings) -> dict[str, str]:
     """The same settings as ``FRESHRANK_*`` environment variables (for subprocesses)."""
-    return {
-        f"FRESHRANK_{field.name.upper()}": str(getattr(settings, field.name))
-        for field in dataclasses.fields(settings)
-    }
+    return settings.as_env()
 
 
 def produce(

@@ -38,6 +38,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic import SecretStr
+
 from freshrank.bench.load import drive
 from freshrank.bench.report import BenchTable, percentile
 
@@ -162,8 +164,8 @@ def _copy_rows(dsn: str, schema: str, events: list[Any]) -> float:
         return time.perf_counter() - start
 
 
-def _sqlalchemy_url(dsn: str) -> str:
-    return dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+def _sqlalchemy_url(dsn: str) -> SecretStr:
+    return SecretStr(dsn.replace("postgresql://", "postgresql+psycopg://", 1))
 
 
 # -- reads ------------------------------------------------------------------------------------

@@ -99,12 +99,8 @@ def _write_model(repository: Path, args: argparse.Namespace) -> None:
     users.assign([f"u{i}" for i in range(args.users)])
     items.assign([f"i{i}" for i in range(args.items)])
     torch.manual_seed(0)
-    config = ModelConfig(
-        architecture=args.architecture,
-        num_users=users.capacity,
-        num_items=items.capacity,
-        dim=args.dim,
-    )
+    # --architecture and --dim from the flags.
+    config = ModelConfig.from_settings(args, num_users=users.capacity, num_items=items.capacity)
     model = build_model(config).eval()
 
     def populate(directory: Path) -> None:
@@ -123,21 +119,26 @@ def _write_model(repository: Path, args: argparse.Namespace) -> None:
 def _start_service(
     workdir: Path, repository: Path, scorer: str, triton: Any, args: argparse.Namespace
 ) -> tuple[Any, str]:
+    from freshrank.core.service_settings import RankingSettings
+    from freshrank.core.settings import settings_env
     from freshrank.embedded import ManagedProcess, free_port
 
     port = free_port()
     env = {
         **os.environ,
-        "FRESHRANK_NAME": MODEL_NAME.removesuffix("-ranker"),
-        "FRESHRANK_PORT": str(port),
-        "FRESHRANK_HOST": "127.0.0.1",
-        "FRESHRANK_SCORER": scorer,
-        "FRESHRANK_TRITON_URL": triton.grpc_url if args.protocol == "grpc" else triton.http_url,
-        "FRESHRANK_TRITON_PROTOCOL": args.protocol,
-        "FRESHRANK_TRITON_DEADLINE_MS": str(args.triton_deadline_ms),
-        "FRESHRANK_FEATURE_URL": "",
-        "FRESHRANK_MODEL_REPOSITORY": str(repository),
-        "FRESHRANK_LOG_LEVEL": "WARNING",
+        **settings_env(
+            RankingSettings,
+            name=MODEL_NAME.removesuffix("-ranker"),
+            port=port,
+            host="127.0.0.1",
+            scorer=scorer,
+            triton_url=triton.grpc_url if args.protocol == "grpc" else triton.http_url,
+            triton_protocol=args.protocol,
+            triton_deadline_ms=args.triton_deadline_ms,
+            feature_url="",
+            model_repository=repository,
+            log_level="WARNING",
+        ),
         "OMP_NUM_THREADS": "1",
     }
     process = ManagedProcess(

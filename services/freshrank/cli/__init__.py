@@ -1,7 +1,8 @@
 """The ``freshrank`` command: one subcommand per role and per tool.
 
-Each subcommand lives in its own module exposing ``register(subparsers)``; the module imports
-its service lazily inside the handler so ``freshrank --help`` stays fast.
+Each tool lives in its own module exposing ``register(subparsers)``; the four roles share one
+(``roles``, a table). Modules import their service lazily inside the handler so
+``freshrank --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from freshrank import __version__
-from freshrank.cli import bench, demo, eval, feature, operator, ranking, simulate, stack, trainer
+from freshrank.cli import bench, demo, eval, roles, simulate, stack
 from freshrank.cli.common import NotAvailable
+from freshrank.core.settings import SettingsError
 
 __all__ = ["LOCAL_EXTRA_MODULES", "build_parser", "main"]
 
@@ -28,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"freshrank {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (operator, feature, trainer, ranking, stack, simulate, demo, bench, eval):
+    for module in (roles, stack, simulate, demo, bench, eval):
         module.register(subparsers)
     return parser
 
@@ -40,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except NotAvailable as exc:
+    except (NotAvailable, SettingsError) as exc:
         print(f"freshrank {args.command}: {exc}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:

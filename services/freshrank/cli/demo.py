@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from freshrank.cli.common import Subparsers, add_command
+from freshrank.core.service_settings import ARCHITECTURE_NAMES
 
 
 def register(subparsers: Subparsers) -> None:
@@ -20,7 +21,7 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--rate", type=float, default=300.0, help="events/s into Kafka")
     parser.add_argument("--request-rate", type=float, default=20.0, help="ranking requests/s")
     parser.add_argument("--max-seconds", type=float, default=240.0, help="hard stop")
-    parser.add_argument("--architecture", choices=["sasrec", "din", "mf"], default="sasrec")
+    parser.add_argument("--architecture", choices=ARCHITECTURE_NAMES, default="sasrec")
     parser.add_argument("--export-interval", type=float, default=8.0, help="seconds")
     parser.add_argument("--report-dir", type=Path, default=Path("demo-report"))
     parser.add_argument("--no-live", action="store_true", help="no live view (CI, logs)")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from freshrank.cli.common import Subparsers, add_command
+from freshrank.core.service_settings import ARCHITECTURE_NAMES
 
 DEFAULT_WORKDIR = Path(".freshrank/stack")
 
@@ -30,7 +31,7 @@ def register(subparsers: Subparsers) -> None:
         default="feature,trainer,ranking",
         help="comma-separated services to start ('' = broker and Triton only)",
     )
-    up.add_argument("--architecture", default="sasrec", choices=["sasrec", "din", "mf"])
+    up.add_argument("--architecture", default="sasrec", choices=ARCHITECTURE_NAMES)
     up.set_defaults(handler=run_up)
     down = add_command(actions, "down", "stop a stack started by 'stack up'")
     down.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)

@@ -26,6 +26,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic
+from pydantic import SecretStr
 
 from freshrank.core.codec import (
     DEFAULT_TIME_WINDOW,
@@ -202,10 +203,16 @@ def ensure_topics(
 
 def credentials_from_settings(settings: CommonSettings) -> KafkaCredentials | None:
     """The credentials the pod got as ``FRESHRANK_KAFKA_*`` settings; None when it got none."""
-    values = {key: getattr(settings, field.setting) for key, field in CREDENTIAL_KEYS.items()}
+    values = {
+        key: _plain(getattr(settings, field.setting)) for key, field in CREDENTIAL_KEYS.items()
+    }
     if not any(values[key] for key, field in CREDENTIAL_KEYS.items() if field.required):
         return None
     return KafkaCredentials.from_values(values)
+
+
+def _plain(value: str | SecretStr) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 def security_config(settings: CommonSettings) -> dict[str, str]:

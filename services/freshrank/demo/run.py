@@ -75,11 +75,7 @@ def run_demo(
         name="demo",
         architecture=config.architecture,
         export_interval_s=config.export_interval_s,
-        extra_env={
-            "FRESHRANK_NUM_USERS": str(table_rows),
-            "FRESHRANK_NUM_ITEMS": str(table_rows),
-            "FRESHRANK_EXPORT_EVERY_EVENTS": "0",
-        },
+        extra_settings={"num_users": table_rows, "num_items": table_rows, "export_every_events": 0},
     )
     console.print("[bold]starting the stack[/] (broker, Triton, feature, trainer, ranking)...")
     with LocalStack(stack_config) as stack:

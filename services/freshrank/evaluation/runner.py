@@ -86,12 +86,11 @@ class RunResult:
 
 
 def _learner_config(settings: EvalSettings, dataset: Dataset, architecture: str) -> LearnerConfig:
-    model = ModelConfig(
+    model = ModelConfig.from_settings(
+        settings,  # dim, history_len
         architecture=architecture,
         num_users=dataset.users + 1,  # + row 0: every ID owns a row, no evictions in eval
         num_items=dataset.items + 1,
-        dim=settings.dim,
-        history_len=settings.history_len,
     )
     return LearnerConfig(
         model=model,

@@ -58,13 +58,13 @@ async def prepare_store(store: FeatureStore, settings: FeatureSettings) -> None:
 
 def build_store(settings: FeatureSettings) -> FeatureStore:
     """The store's engines (no connection is made yet)."""
-    url, schema = settings.database_url, settings.db_schema
+    url, schema = settings.database_url.get_secret_value(), settings.db_schema
     reader = None
     if not url.startswith("sqlite"):  # a local SQLite file: reads share the writer's engine
         reader = create_engine(url, schema=schema, pool_size=settings.pool_size, autocommit=True)
     return FeatureStore(
         create_engine(url, schema=schema, pool_size=WRITER_POOL_SIZE),
-        history_length=settings.history_length,
+        history_length=settings.history_len,
         half_life_ms=settings.half_life_ms,
         reader=reader,
     )

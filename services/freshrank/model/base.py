@@ -8,6 +8,7 @@ in ``freshrank.model.registry`` by name; the trainer and exporter only see this 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,6 +23,18 @@ class ModelConfig:
     num_items: int = 100_000
     dim: int = 32
     history_len: int = 20
+
+    @classmethod
+    def from_settings(cls, settings: object, **overrides: Any) -> ModelConfig:
+        """The one place a model's shape is built from settings: each field from ``overrides``,
+        else ``settings``' attribute of that name (``core.service_settings.ModelSettings``,
+        ``EvalSettings``, a tool's parsed flags), else the default."""
+        values = {
+            field.name: getattr(settings, field.name)
+            for field in dataclasses.fields(cls)
+            if hasattr(settings, field.name)
+        }
+        return cls(**{**values, **overrides})
 
 
 class RankingModel(nn.Module):

@@ -16,8 +16,11 @@ import secrets
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from freshrank.core.kafka import ensure_topics
+from freshrank.core.service_settings import FeatureSettings, RankingSettings, TrainerSettings
+from freshrank.core.settings import Settings, settings_env
 from freshrank.embedded import (
     EmbeddedBroker,
     EmbeddedTriton,
@@ -30,7 +33,12 @@ from freshrank.embedded.process import StartStop, http_ok
 __all__ = ["SERVICE_ROLES", "LocalStack", "StackConfig"]
 
 log = logging.getLogger(__name__)
-SERVICE_ROLES = ("feature", "trainer", "ranking")
+ROLE_SETTINGS: dict[str, type[Settings]] = {
+    "feature": FeatureSettings,
+    "trainer": TrainerSettings,
+    "ranking": RankingSettings,
+}
+SERVICE_ROLES = tuple(ROLE_SETTINGS)
 # What the services derive from the stream. The embedded broker keeps nothing across restarts
 # (memory storage), so none of this may outlive a stack: checkpointed offsets would point past
 # the end of the new, empty topic (the trainer would wait forever), and the feature store
@@ -45,7 +53,13 @@ class StackConfig:
     services: tuple[str, ...] = SERVICE_ROLES
     architecture: str = "sasrec"
     export_interval_s: float = 5.0
-    extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
+    # More settings by field name (num_users=128 ...), for each role that has them.
+    extra_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        known = set().union(*(cls.model_fields for cls in ROLE_SETTINGS.values()))
+        if unknown := set(self.extra_settings) - known:
+            raise ValueError(f"no service has the settings {sorted(unknown)}")
 
 
 class LocalStack(StartStop):
@@ -75,26 +89,30 @@ class LocalStack(StartStop):
         return urls
 
     def service_env(self, role: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            {
-                "FRESHRANK_NAME": self.config.name,
-                "FRESHRANK_BOOTSTRAP_SERVERS": self.broker.bootstrap,
-                "FRESHRANK_HOST": "127.0.0.1",
-                "FRESHRANK_PORT": str(self.ports[role]),
-                "FRESHRANK_MODEL_REPOSITORY": str(self.model_repository),
-                "FRESHRANK_TRITON_URL": self.triton.http_url,
-                "FRESHRANK_FEATURE_URL": self.url("feature"),
-                "FRESHRANK_DATABASE_URL": f"sqlite+aiosqlite:///{self.workdir / 'features.db'}",
-                "FRESHRANK_CHECKPOINT_DIR": str(self.workdir / "checkpoints"),
-                "FRESHRANK_ARCHITECTURE": self.config.architecture,
-                "FRESHRANK_EXPORT_INTERVAL_S": str(self.config.export_interval_s),
-                "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
-            }
-        )
+        """The role's environment: what the stack decides, for each role that has the setting
+        (names derived from the role's settings class, as the operator's renderer does)."""
+        stack_settings: dict[str, Any] = {
+            "name": self.config.name,
+            "bootstrap_servers": self.broker.bootstrap,
+            "host": "127.0.0.1",
+            "port": self.ports[role],
+            "model_repository": self.model_repository,
+            "triton_url": self.triton.http_url,
+            "feature_url": self.url("feature"),
+            "database_url": f"sqlite+aiosqlite:///{self.workdir / 'features.db'}",
+            "checkpoint_dir": self.workdir / "checkpoints",
+            "architecture": self.config.architecture,
+            "export_interval_s": self.config.export_interval_s,
+            **self.config.extra_settings,
+        }
         if role == "trainer":
-            env["FRESHRANK_TRITON_ADMIN_KEY"] = self.triton.admin_key
-        env.update(self.config.extra_env)
+            stack_settings["triton_admin_key"] = self.triton.admin_key
+        cls = ROLE_SETTINGS[role]
+        env = dict(os.environ)
+        env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "1")
+        env.update(
+            settings_env(cls, **{k: v for k, v in stack_settings.items() if k in cls.model_fields})
+        )
         return env
 
     def start(self) -> LocalStack:

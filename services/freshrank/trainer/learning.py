@@ -65,13 +65,7 @@ def learner_config(settings: TrainerSettings) -> Any:
         overrides["learning_rate"] = settings.learning_rate
     if settings.sparse_learning_rate > 0:
         overrides["sparse_learning_rate"] = settings.sparse_learning_rate
-    model = ModelConfig(
-        architecture=settings.architecture,
-        num_users=settings.num_users,
-        num_items=settings.num_items,
-        dim=settings.dim,
-        history_len=settings.history_len,
-    )
+    model = ModelConfig.from_settings(settings)
     return LearnerConfig(model=model, device=settings.device, seed=settings.seed, **overrides)
 
 

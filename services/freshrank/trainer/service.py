@@ -36,7 +36,7 @@ def build_trainer(
 ) -> TrainerLoop:
     metrics = TrainerMetrics(registry)
     triton = (
-        TritonControl(settings.triton_host_port, settings.triton_admin_key)
+        TritonControl(settings.triton_host_port, settings.triton_admin_key.get_secret_value())
         if settings.triton_url
         else None
     )
