@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import aiohttp
 
+from freshrank.core.contracts import routes
+
 __all__ = ["LoadResult", "RankLoad"]
 
 
@@ -41,7 +43,7 @@ class RankLoad:
         max_requests: int = 100_000,
         seed: int = 3,
     ) -> None:
-        self.url = url.rstrip("/") + "/v1/rank"
+        self.url = url.rstrip("/") + routes.RANK
         self.users = list(users)
         self.rate = rate
         self.k = k

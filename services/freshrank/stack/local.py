@@ -17,6 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from freshrank.core.contracts import routes
 from freshrank.core.kafka import ensure_topics
 from freshrank.embedded import (
     EmbeddedBroker,
@@ -135,7 +136,7 @@ class LocalStack(StartStop):
         )
         process.start()
         self.services[role] = process
-        process.wait_ready(lambda: http_ok(f"{self.url(role)}/healthz"), timeout=120)
+        process.wait_ready(lambda: http_ok(f"{self.url(role)}{routes.HEALTH}"), timeout=120)
 
     def _write_state(self) -> None:
         state = {"pid": os.getpid(), "urls": self.urls()}

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from freshrank.core.contracts.quality import QualityMetric
 from freshrank.core.settings import CommonSettings, host_port, opt
 
 __all__ = ["DEVICES", "QUALITY_METRICS", "TrainerSettings"]
 
-QUALITY_METRICS = ("hr@10", "ndcg@10", "hr@10_full", "ndcg@10_full")
+QUALITY_METRICS = tuple(metric.value for metric in QualityMetric)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -58,7 +59,7 @@ class TrainerSettings(CommonSettings):
     watch_s: float = opt(1.0, "how often to check that Triton serves the latest good version")
     ready_timeout_s: float = opt(120.0, "how long to wait for Triton to report a version READY")
     # Quality gate (skips an export, never stops training).
-    quality_metric: str = opt("ndcg@10", "prequential metric the gate watches")
+    quality_metric: str = opt(QualityMetric.NDCG_AT_10.value, "prequential metric the gate watches")
     min_events: int = opt(1000, "no export before this many events are trained")
     quality_floor: float = opt(0.0, "no export while the rolling metric is below this")
     max_regression: float = opt(
