@@ -112,11 +112,11 @@ async def test_popular_items(store: FeatureStore, feature_client: FeatureClient)
     ("path", "body", "reason"),
     [
         ("/v1/users:batch", b"{not json", "not valid JSON"),
-        ("/v1/users:batch", b'{"ids": []}', '"user_ids" list'),
-        ("/v1/users:batch", b'{"user_ids": [1, 2]}', "only strings"),
+        ("/v1/users:batch", b'{"ids": []}', "unknown fields: ids"),
+        ("/v1/users:batch", b'{"user_ids": [1, 2]}', "user_ids[0] must be a string"),
         ("/v1/users:batch", b'{"user_ids": []}', "between 1 and 1000"),
         ("/v1/users:batch", b'{"user_ids": [""]}', "non-empty"),
-        ("/v1/items:batch", b"[]", '"item_ids" list'),
+        ("/v1/items:batch", b"[]", "body must be a JSON object"),
     ],
 )
 async def test_malformed_json_requests_get_400_with_reason(

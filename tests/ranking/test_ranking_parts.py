@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import numpy as np
@@ -120,16 +121,25 @@ def test_retrieval_puts_popular_known_items_first_and_caps(state: ModelState) ->
 
 
 def test_query_parsing_defaults_and_dedupes() -> None:
-    query = parse_json_query({"user_id": "u1", "candidates": ["a", "b", "a"]}, LIMITS)
+    query = parse_json_query(
+        json.dumps({"user_id": "u1", "candidates": ["a", "b", "a"]}).encode(), LIMITS
+    )
     assert query.k == 10
     assert query.candidates == ["a", "b"]
-    assert parse_json_query({"user_id": "u1", "candidates": []}, LIMITS).candidates is None
+    assert (
+        parse_json_query(
+            json.dumps({"user_id": "u1", "candidates": []}).encode(), LIMITS
+        ).candidates
+        is None
+    )
     with pytest.raises(BadRequest, match="at most 5 candidates"):
-        parse_json_query({"user_id": "u", "candidates": list("abcdef")}, LIMITS)
+        parse_json_query(
+            json.dumps({"user_id": "u", "candidates": list("abcdef")}).encode(), LIMITS
+        )
     with pytest.raises(BadRequest, match="non-empty strings"):
-        parse_json_query({"user_id": "u", "candidates": ["a", ""]}, LIMITS)
+        parse_json_query(json.dumps({"user_id": "u", "candidates": ["a", ""]}).encode(), LIMITS)
     with pytest.raises(BadRequest, match="k must be an integer"):
-        parse_json_query({"user_id": "u", "k": True}, LIMITS)
+        parse_json_query(json.dumps({"user_id": "u", "k": True}).encode(), LIMITS)
 
 
 def test_settings_reject_unknown_protocol_and_scorer() -> None:

@@ -94,8 +94,9 @@ class RankLoad:
         self.result.latencies_ms.append(latency)
         self.result.timeline.append((time.monotonic() - self.result.started, latency, fallback))
         self.result.fallbacks += fallback
-        if payload.get("model_version"):
-            self.result.versions_served.add(int(payload["model_version"]))
+        version = int(payload.get("model_version", 0))  # int64: a decimal string in JSON
+        if version:
+            self.result.versions_served.add(version)
 
     def _error(self, message: str) -> None:
         self.result.errors += 1
