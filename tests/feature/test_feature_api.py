@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from feature_helpers import event
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from freshrank.core import protojson
 from freshrank.core.codec import EventType
 from freshrank.core.feature_client import FeatureClient, FeatureServiceError
 from freshrank.embedded import free_port
@@ -99,6 +100,29 @@ async def test_batch_reads_keep_request_order_in_protobuf_and_json(
     assert [(i.item_id, i.event_count) for i in items] == [("pen", 1), ("book", 2), ("ghost", 0)]
     single = await feature_client.item("book")
     assert single.decayed_popularity == pytest.approx(1.5)  # 1 s apart, half-life 1 s
+
+
+async def test_a_batch_answer_is_the_batch_message_in_both_formats(
+    store: FeatureStore, client: TestClient[web.Request, web.Application]
+) -> None:
+    """Cached entries make the batch (``SerializedBatch``): the bytes parse as the
+    ``BatchUserFeaturesResponse`` of the single reads, and the JSON is that message printed."""
+    await _seed(store)
+    for _ in range(2):  # a miss, then the cached entries
+        ask = {"user_ids": ["alice", "nobody", "bob"]}
+        raw = await client.post("/v1/users:batch", json=ask, headers={"Accept": PROTOBUF})
+        wire = await raw.read()
+        message = features_pb2.BatchUserFeaturesResponse.FromString(wire)
+        singles = [
+            features_pb2.UserFeatures.FromString(
+                await (await client.get(f"/v1/users/{u}", headers={"Accept": PROTOBUF})).read()
+            )
+            for u in ask["user_ids"]
+        ]
+        assert list(message.users) == singles
+        assert [len(u.history) for u in singles] == [2, 0, 1]
+        printed = await (await client.post("/v1/users:batch", json=ask)).read()
+        assert printed == protojson.to_json(message)
 
 
 async def test_popular_items(store: FeatureStore, feature_client: FeatureClient) -> None:

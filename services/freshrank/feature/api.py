@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from google.protobuf.message import DecodeError, Message
@@ -39,46 +39,26 @@ H = TypeVar("H", bound=Message)
 CacheKey = tuple[str, str]
 
 
-class FeatureEntry(Generic[H]):
-    """One cached answer (a user's or an item's features, or a popular-items list), serialized
-    at most once per format, on first need.
+class FeatureEntry:
+    """One cached answer (a user's or an item's features, or a popular-items list): ``wire`` is
+    the message serialized once, when it is loaded; ``json`` its JSON, printed on the first JSON
+    read and kept. A batch answer is made of the entries as they are (``_reply_batch``)."""
 
-    ``holder`` is the answer as a one-element batch response (``BatchUserFeaturesResponse``
-    holding one user ...) and ``message`` the answer inside it. A protobuf batch reply is the
-    holders' serializations joined: protobuf parses concatenated messages as their merge, with
-    repeated fields appended, so that is the batch response, without copying or re-encoding a
-    feature set per request. A JSON batch reply joins the entries' JSON the same way.
-    """
+    __slots__ = ("_json", "kind", "wire")
 
-    __slots__ = ("_holder_wire", "_json", "_wire", "holder", "message")
-
-    def __init__(self, holder: H, message: Message) -> None:
-        self.holder = holder
-        self.message = message
-        self._wire: bytes | None = None
-        self._holder_wire: bytes | None = None
+    def __init__(self, kind: type[Message], wire: bytes) -> None:
+        self.kind = kind
+        self.wire = wire
         self._json: bytes | None = None
-
-    @property
-    def wire(self) -> bytes:
-        if self._wire is None:
-            self._wire = self.message.SerializeToString()
-        return self._wire
-
-    @property
-    def holder_wire(self) -> bytes:
-        if self._holder_wire is None:
-            self._holder_wire = self.holder.SerializeToString()
-        return self._holder_wire
 
     @property
     def json(self) -> bytes:
         if self._json is None:
-            self._json = protojson.to_json(self.message)
+            self._json = protojson.to_json(self.kind.FromString(self.wire))
         return self._json
 
 
-CacheEntry = FeatureEntry[Message]
+CacheEntry = FeatureEntry
 
 
 class BadRequest(ValueError):
@@ -179,35 +159,36 @@ class FeatureApi:
     async def _load_users(self, keys: list[CacheKey]) -> dict[CacheKey, CacheEntry]:
         user_ids = [user_id for _, user_id in keys]
         rows = await self.store.users(user_ids)
-        entries: dict[CacheKey, CacheEntry] = {}
+        entries = {}
         for key, user_id in zip(keys, user_ids, strict=True):
-            holder = features_pb2.BatchUserFeaturesResponse()
-            user = holder.users.add(user_id=user_id)
+            head = features_pb2.UserFeatures(user_id=user_id)
             row = rows.get(user_id)
-            if row is not None:  # else: unknown user, the empty well-formed cold-start set
-                user.decayed_activity = row.decayed
-                user.event_count = row.event_count
-                # The stored history is a serialized UserFeatures with only field 2 set.
-                user.MergeFromString(row.history)
-            entries[key] = FeatureEntry(holder, user)
+            if row is None:  # unknown user: the empty, well-formed cold-start set
+                entries[key] = FeatureEntry(features_pb2.UserFeatures, head.SerializeToString())
+                continue
+            head.decayed_activity = row.decayed
+            head.event_count = row.event_count
+            # The stored history is a serialized UserFeatures with only field 2 set: protobuf
+            # parses concatenated encodings as one message, so this is the whole user's.
+            wire = head.SerializeToString() + row.history
+            entries[key] = FeatureEntry(features_pb2.UserFeatures, wire)
         return entries
 
     async def _load_items(self, keys: list[CacheKey]) -> dict[CacheKey, CacheEntry]:
         item_ids = [item_id for _, item_id in keys]
         rows = await self.store.items(item_ids)
-        entries: dict[CacheKey, CacheEntry] = {}
+        entries = {}
         for key, item_id in zip(keys, item_ids, strict=True):
-            holder = features_pb2.BatchItemFeaturesResponse()
-            item = holder.items.add(item_id=item_id)
+            message = features_pb2.ItemFeatures(item_id=item_id)
             row = rows.get(item_id)
             if row is not None:
-                item.decayed_popularity = row.decayed
-                item.event_count = row.event_count
-            entries[key] = FeatureEntry(holder, item)
+                message.decayed_popularity = row.decayed
+                message.event_count = row.event_count
+            entries[key] = FeatureEntry(features_pb2.ItemFeatures, message.SerializeToString())
         return entries
 
     async def _load_popular(self, keys: list[CacheKey]) -> dict[CacheKey, CacheEntry]:
-        entries: dict[CacheKey, CacheEntry] = {}
+        entries = {}
         for key in keys:
             rows = await self.store.popular(int(key[1]))
             message = features_pb2.PopularItemsResponse(
@@ -218,7 +199,9 @@ class FeatureApi:
                     for r in rows
                 ]
             )
-            entries[key] = FeatureEntry(message, message)
+            entries[key] = FeatureEntry(
+                features_pb2.PopularItemsResponse, message.SerializeToString()
+            )
         # Any applied batch can reorder the ranking: ``invalidate`` drops these keys.
         self._popular_keys.update(keys)
         return entries
@@ -325,8 +308,10 @@ def _reply_one(request: web.Request, entry: CacheEntry) -> web.Response:
 
 
 def _reply_batch(request: web.Request, entries: Sequence[CacheEntry], field: str) -> web.Response:
-    """The batch response of ``entries`` under its repeated ``field`` (see ``FeatureEntry``)."""
+    """The Batch*Response holding ``entries`` in its repeated ``field`` (number 1), from their
+    cached encodings: ``SerializedBatch`` writes the same bytes (see features.proto)."""
     if _wants_protobuf(request):
-        return web.Response(body=b"".join(e.holder_wire for e in entries), content_type=PROTOBUF)
+        batch = features_pb2.SerializedBatch(entries=[e.wire for e in entries])
+        return web.Response(body=batch.SerializeToString(), content_type=PROTOBUF)
     body = protojson.json_list(field, [e.json for e in entries])
     return web.Response(body=body, content_type=JSON)
