@@ -4,6 +4,8 @@ builds what ``json_format`` builds, and the printed form validates against the s
 from __future__ import annotations
 
 import json
+import math
+import random
 from typing import Any
 
 import jsonschema
@@ -122,3 +124,41 @@ def test_a_joined_batch_is_the_batch_message_printed() -> None:
     ]
     joined = protojson.json_list("users", [protojson.to_json(user) for user in users])
     assert joined == protojson.to_json(features_pb2.BatchUserFeaturesResponse(users=users))
+
+
+def _printed_by_json_format(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def _messages_to_print() -> list[Message]:
+    rng = random.Random(7)
+    scores = [rng.uniform(-50, 50) for _ in range(300)]
+    scores += [0.0, -0.0, 0.1, 1e-30, 3.4e38, 2.0**-149, 16777217.0, math.inf, -math.inf, math.nan]
+    scores += [2.0**e for e in range(-20, 20)]  # powers of two: the asymmetric rounding gaps
+    ranked = ranking_pb2.RankResponse(model_version=2**40, fallback=True)
+    for i, score in enumerate(scores):
+        ranked.items.add(item_id=f"i{i}", score=score)
+    user = features_pb2.UserFeatures(user_id="ü", decayed_activity=math.nan, event_count=-3)
+    user.history.add(item_id="a", type=events_pb2.PURCHASE, timestamp_ms=2**62)
+    user.history.add(item_id="b", type=7)  # a number the enum does not name
+    event = events_pb2.InteractionEvent(event_id="e", value=1e300, context={"k": "v", "": "x"})
+    return [
+        ranked,
+        ranking_pb2.RankResponse(),
+        ranking_pb2.RankRequest(user_id="u", k=3, candidates=["a"], context={"a": "b"}),
+        user,
+        features_pb2.UserFeatures(),
+        features_pb2.BatchUserFeaturesResponse(users=[user, features_pb2.UserFeatures()]),
+        features_pb2.PopularItemsResponse(items=[features_pb2.ItemFeatures(item_id="i")]),
+        event,
+        events_pb2.InteractionEvent(value=-math.inf),
+    ]
+
+
+@pytest.mark.parametrize("message", _messages_to_print(), ids=lambda m: m.DESCRIPTOR.name)
+def test_the_printer_prints_what_json_format_prints(message: Message) -> None:
+    ours = json.dumps(protojson.to_dict(message), sort_keys=True)
+    theirs = json.dumps(_printed_by_json_format(message), sort_keys=True)
+    assert ours == theirs

@@ -155,10 +155,9 @@ def _response(ranking: Ranking) -> ranking_pb2.RankResponse:
     response = ranking_pb2.RankResponse(
         model_version=ranking.model_version, fallback=ranking.fallback
     )
-    response.items.extend(
-        ranking_pb2.ScoredItem(item_id=item, score=score)
-        for item, score in zip(ranking.item_ids, ranking.scores, strict=True)
-    )
+    add = response.items.add
+    for item, score in zip(ranking.item_ids, ranking.scores, strict=True):
+        add(item_id=item, score=score)
     return response
 
 
