@@ -191,7 +191,12 @@ async def test_openapi_lists_every_route(client: TestClient[web.Request, web.App
         "/v1/items:batch",
         "/v1/items:popular",
     }
-    assert "UserFeatures" in spec["components"]["schemas"]
+    schemas = spec["components"]["schemas"]
+    for name, schema in schemas.items():  # generated from features.proto, field for field
+        if name != "Error":
+            fields = getattr(features_pb2, name).DESCRIPTOR.fields_by_name
+            assert list(schema["properties"]) == list(fields), name
+    assert schemas["UserFeatures"]["properties"]["event_count"]["type"] == "string"  # int64
 
 
 async def test_cache_serves_reads_and_the_stream_invalidates_it(

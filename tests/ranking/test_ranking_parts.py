@@ -11,7 +11,7 @@ import pytest
 from ranking_support import HISTORY_LEN, TrainedModel
 
 from freshrank.core.model_repo import ExportRecord, ModelRepository
-from freshrank.ranking.api import BadRequest, RankLimits, parse_json_query
+from freshrank.ranking.api import BadRequest, RankLimits, openapi, parse_json_query
 from freshrank.ranking.candidates import Retrieval
 from freshrank.ranking.fallback import PopularityFallback, top_k
 from freshrank.ranking.model_state import (
@@ -23,6 +23,7 @@ from freshrank.ranking.model_state import (
 from freshrank.ranking.ranker import Ranker
 from freshrank.ranking.settings import RankingSettings
 from freshrank.ranking.triton import CircuitBreaker
+from freshrank.v1 import ranking_pb2
 
 LIMITS = RankLimits(default_k=10, max_k=100, max_candidates=5)
 
@@ -196,3 +197,16 @@ async def test_a_failed_probe_keeps_the_served_version_until_failures_repeat(
     assert watcher.serving is None
     probe_fails = False
     assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]
+
+
+def test_openapi_is_generated_from_ranking_proto() -> None:
+    schemas = openapi(LIMITS)["components"]["schemas"]
+    for name in ("RankRequest", "RankResponse", "ScoredItem"):
+        fields = getattr(ranking_pb2, name).DESCRIPTOR.fields_by_name
+        assert list(schemas[name]["properties"]) == list(fields)
+    request = schemas["RankRequest"]
+    assert request["required"] == ["user_id"]
+    assert request["additionalProperties"] is False
+    assert request["properties"]["k"]["maximum"] == LIMITS.max_k
+    assert request["properties"]["candidates"]["maxItems"] == LIMITS.max_candidates
+    assert schemas["RankResponse"]["properties"]["model_version"]["type"] == "string"  # int64
