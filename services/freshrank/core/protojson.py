@@ -126,17 +126,34 @@ def _compile(descriptor: Descriptor) -> Printer:
         return lambda message: json_format.MessageToDict(
             message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
-    steps: list[tuple[str, Printer]] = []
+    # Per field, in declaration order: how to print it (fewest calls for the common kinds).
+    steps: list[tuple[str, int, Printer]] = []
     for field in descriptor.fields:
-        steps.append((field.name, _field_printer(field)))
+        if _is_map(field) or field.is_repeated:
+            steps.append((field.name, _WHOLE, _field_printer(field)))
+        elif field.has_presence:
+            steps.append((field.name, _IF_SET, _value_printer(field)))
+        else:
+            convert = _value_printer(field)
+            steps.append((field.name, _AS_IS if convert is _same else _VALUE, convert))
 
     def print_message(message: Any) -> dict[str, Any]:
-        return {name: value for name, step in steps if (value := step(message)) is not _ABSENT}
+        printed = {}
+        for name, how, step in steps:
+            if how == _AS_IS:
+                printed[name] = getattr(message, name)
+            elif how == _VALUE:
+                printed[name] = step(getattr(message, name))
+            elif how == _WHOLE:
+                printed[name] = step(message)
+            elif message.HasField(name):
+                printed[name] = step(getattr(message, name))
+        return printed
 
     return print_message
 
 
-_ABSENT = object()  # a field with presence that is not set: not printed
+_AS_IS, _VALUE, _WHOLE, _IF_SET = range(4)
 
 
 def _field_printer(field: Field) -> Printer:
@@ -151,10 +168,6 @@ def _field_printer(field: Field) -> Printer:
         if convert is _same:
             return lambda message: list(getattr(message, name))
         return lambda message: [convert(value) for value in getattr(message, name)]
-    if field.has_presence:
-        return lambda message: (
-            convert(getattr(message, name)) if message.HasField(name) else _ABSENT
-        )
     return lambda message: convert(getattr(message, name))
 
 
