@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from freshrank.bench.report import results_dir
+from freshrank.core.contracts import metrics, routes
 from freshrank.stack import LocalStack, StackConfig
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -51,7 +52,7 @@ def disk_mib(path: Path) -> float:
 
 
 def metric(url: str, name: str) -> float:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"{url}{routes.METRICS}", timeout=5) as response:
         text = response.read().decode()
     values = re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.MULTILINE)
     return sum(float(v) for v in values)
@@ -73,8 +74,8 @@ def sample(stack: LocalStack) -> dict[str, Any]:
 def wait_consumed(stack: LocalStack, events: int, stall_s: float) -> dict[str, float]:
     """Until both consumers have seen every event; fails only when progress stops."""
     counters = {
-        "trainer": ("freshrank_trainer_events_trained_total", "trainer"),
-        "feature": ("freshrank_feature_events_applied_total", "feature"),
+        "trainer": (metrics.TRAINER_EVENTS_TRAINED, "trainer"),
+        "feature": (metrics.FEATURE_EVENTS_APPLIED, "feature"),
     }
     last, last_change = {}, time.monotonic()
     while True:

@@ -15,11 +15,16 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from freshrank.core.http import REQUEST_LATENCY_METRIC
+from freshrank.core.contracts.metrics import (
+    REQUEST_LATENCY,
+    TRAINER_GAUGES,
+    TRAINER_LAST_EVENT_GAUGE,
+    TRAINER_LAST_EXPORT_GAUGE,
+    TRAINER_MODEL_VERSION_GAUGE,
+)
+from freshrank.core.contracts.routes import RANK
 
 __all__ = [
-    "RANKING_ROUTE",
-    "TRAINER_GAUGES",
     "Buckets",
     "LatencyWindow",
     "TrainerReport",
@@ -28,21 +33,14 @@ __all__ = [
     "quantile",
 ]
 
-RANKING_ROUTE = "/v1/rank"
-# What the operator reads from the trainer's /metrics (contract with the trainer).
-MODEL_VERSION_GAUGE = "freshrank_trainer_model_version"
-LAST_EXPORT_GAUGE = "freshrank_trainer_last_export_timestamp_seconds"
-LAST_EVENT_GAUGE = "freshrank_trainer_last_exported_event_timestamp_seconds"
-TRAINER_GAUGES = (MODEL_VERSION_GAUGE, LAST_EXPORT_GAUGE, LAST_EVENT_GAUGE)
-
 Buckets = dict[float, float]  # upper bound (le) -> cumulative count
 
 
-def parse_latency_buckets(text: str, route: str = RANKING_ROUTE) -> Buckets:
+def parse_latency_buckets(text: str, route: str = RANK) -> Buckets:
     """Cumulative bucket counts of the request-latency histogram for ``route`` (all methods)."""
     buckets: Buckets = {}
     for family in text_string_to_metric_families(text):
-        if family.name != REQUEST_LATENCY_METRIC:
+        if family.name != REQUEST_LATENCY:
             continue
         for sample in family.samples:
             if not sample.name.endswith("_bucket") or sample.labels.get("route") != route:
@@ -134,13 +132,13 @@ class TrainerReport:
     @classmethod
     def from_metrics(cls, text: str) -> TrainerReport:
         values = gauges(text, TRAINER_GAUGES)
-        version = values.get(MODEL_VERSION_GAUGE)
+        version = values.get(TRAINER_MODEL_VERSION_GAUGE)
         return cls(
             # 0 is a report: Triton serves no version (restarting, unloaded). Only a missing
             # gauge (trainer not scraped) leaves the status as it was.
             model_version=None if version is None else int(version),
-            last_export_time=values.get(LAST_EXPORT_GAUGE) or None,
-            last_event_time=values.get(LAST_EVENT_GAUGE) or None,
+            last_export_time=values.get(TRAINER_LAST_EXPORT_GAUGE) or None,
+            last_event_time=values.get(TRAINER_LAST_EVENT_GAUGE) or None,
         )
 
     def freshness_s(self, now: float) -> float | None:

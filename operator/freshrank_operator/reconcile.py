@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
+from freshrank.core.contracts import routes
 from freshrank_operator import render
 from freshrank_operator.kube import (
     FIELD_MANAGER,
@@ -495,7 +496,7 @@ def _pod_url(pod: Mapping[str, Any], default_port: int) -> str | None:
         for declared in container.get("ports") or []:
             if declared.get("name") == "http":
                 port = int(declared["containerPort"])
-    return f"http://{ip}:{port}/metrics"
+    return f"http://{ip}:{port}{routes.METRICS}"
 
 
 async def _instance_pods(client: KubeClient, namespace: str, name: str) -> list[dict[str, Any]]:

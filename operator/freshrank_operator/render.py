@@ -16,12 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from freshrank.core.http import REQUEST_LATENCY_METRIC
+from freshrank.core.contracts import routes
+from freshrank.core.contracts.metrics import REQUEST_LATENCY
 from freshrank.core.service_settings import FeatureSettings, RankingSettings, TrainerSettings
 from freshrank.core.settings import CommonSettings, env_name, settings_env
 from freshrank.core.triton_auth import server_flags
 from freshrank_operator.crd import API_VERSION, KIND
-from freshrank_operator.observe import RANKING_ROUTE
 from freshrank_operator.spec import (
     Autoscaling,
     NodeSelector,
@@ -261,12 +261,12 @@ def _gpu_scheduling(
 def _probes(port: int | str) -> dict[str, Any]:
     return {
         "readinessProbe": {
-            "httpGet": {"path": "/readyz", "port": port},
+            "httpGet": {"path": routes.READY, "port": port},
             "periodSeconds": 5,
             "failureThreshold": 3,
         },
         "livenessProbe": {
-            "httpGet": {"path": "/healthz", "port": port},
+            "httpGet": {"path": routes.HEALTH, "port": port},
             "periodSeconds": 10,
             "failureThreshold": 6,
         },
@@ -809,10 +809,10 @@ def _network_policy(ctx: _Cr) -> Manifest:
 
 def latency_query(name: str, namespace: str, window_seconds: int) -> str:
     """PromQL for the ranking p95 (seconds): the one query every engine scales on."""
-    selector = f'namespace="{namespace}",pod=~"{name}-ranking-.*",route="{RANKING_ROUTE}"'
+    selector = f'namespace="{namespace}",pod=~"{name}-ranking-.*",route="{routes.RANK}"'
     return (
         f"histogram_quantile(0.95, sum by (le) "
-        f"(rate({REQUEST_LATENCY_METRIC}_bucket{{{selector}}}[{window_seconds}s])))"
+        f"(rate({REQUEST_LATENCY}_bucket{{{selector}}}[{window_seconds}s])))"
     )
 
 

@@ -39,6 +39,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from freshrank.core.service_settings import Architecture
 from freshrank_operator.crd import SchemaError
 
 __all__ = [
@@ -161,7 +162,7 @@ class FeatureStore(_Group):
 
 
 class Model(_Group):
-    architecture: Literal["sasrec", "din", "mf"] = "sasrec"
+    architecture: Architecture = "sasrec"
     dim: Annotated[int, Field(ge=2, le=4096)] = 64
     history_length: Annotated[int, Field(ge=1, le=1024)] = 50
     num_users: Annotated[int, Field(ge=16, le=1_000_000_000)] = 100_000
@@ -187,7 +188,9 @@ class Checkpoint(_Group):
 
 
 class QualityGate(_Group):
-    metric: Literal["hr@10", "ndcg@10"] = "ndcg@10"
+    # The names of core.contracts.quality.QualityMetric (a Literal: the strict parse takes the
+    # CR's strings; tests check the CRD's enum against both).
+    metric: Literal["hr@10", "ndcg@10", "hr@10_full", "ndcg@10_full"] = "ndcg@10"
     max_regression: Annotated[float, Field(ge=0, le=1), *WHOLE_AS_INT] = 0.05
     min_events: Annotated[int, Field(ge=0)] = 1000
 

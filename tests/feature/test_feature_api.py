@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from feature_helpers import event
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from freshrank.core import protojson
 from freshrank.core.codec import EventType
 from freshrank.core.feature_client import FeatureClient, FeatureServiceError
 from freshrank.embedded import free_port
@@ -101,6 +102,29 @@ async def test_batch_reads_keep_request_order_in_protobuf_and_json(
     assert single.decayed_popularity == pytest.approx(1.5)  # 1 s apart, half-life 1 s
 
 
+async def test_a_batch_answer_is_the_batch_message_in_both_formats(
+    store: FeatureStore, client: TestClient[web.Request, web.Application]
+) -> None:
+    """Cached entries make the batch (``SerializedBatch``): the bytes parse as the
+    ``BatchUserFeaturesResponse`` of the single reads, and the JSON is that message printed."""
+    await _seed(store)
+    for _ in range(2):  # a miss, then the cached entries
+        ask = {"user_ids": ["alice", "nobody", "bob"]}
+        raw = await client.post("/v1/users:batch", json=ask, headers={"Accept": PROTOBUF})
+        wire = await raw.read()
+        message = features_pb2.BatchUserFeaturesResponse.FromString(wire)
+        singles = [
+            features_pb2.UserFeatures.FromString(
+                await (await client.get(f"/v1/users/{u}", headers={"Accept": PROTOBUF})).read()
+            )
+            for u in ask["user_ids"]
+        ]
+        assert list(message.users) == singles
+        assert [len(u.history) for u in singles] == [2, 0, 1]
+        printed = await (await client.post("/v1/users:batch", json=ask)).read()
+        assert printed == protojson.to_json(message)
+
+
 async def test_popular_items(store: FeatureStore, feature_client: FeatureClient) -> None:
     await _seed(store)
     popular = await feature_client.popular(1)
@@ -112,11 +136,11 @@ async def test_popular_items(store: FeatureStore, feature_client: FeatureClient)
     ("path", "body", "reason"),
     [
         ("/v1/users:batch", b"{not json", "not valid JSON"),
-        ("/v1/users:batch", b'{"ids": []}', '"user_ids" list'),
-        ("/v1/users:batch", b'{"user_ids": [1, 2]}', "only strings"),
+        ("/v1/users:batch", b'{"ids": []}', "unknown fields: ids"),
+        ("/v1/users:batch", b'{"user_ids": [1, 2]}', "user_ids[0] must be a string"),
         ("/v1/users:batch", b'{"user_ids": []}', "between 1 and 1000"),
         ("/v1/users:batch", b'{"user_ids": [""]}', "non-empty"),
-        ("/v1/items:batch", b"[]", '"item_ids" list'),
+        ("/v1/items:batch", b"[]", "body must be a JSON object"),
     ],
 )
 async def test_malformed_json_requests_get_400_with_reason(
@@ -167,7 +191,12 @@ async def test_openapi_lists_every_route(client: TestClient[web.Request, web.App
         "/v1/items:batch",
         "/v1/items:popular",
     }
-    assert "UserFeatures" in spec["components"]["schemas"]
+    schemas = spec["components"]["schemas"]
+    for name, schema in schemas.items():  # generated from features.proto, field for field
+        if name != "Error":
+            fields = getattr(features_pb2, name).DESCRIPTOR.fields_by_name
+            assert list(schema["properties"]) == list(fields), name
+    assert schemas["UserFeatures"]["properties"]["event_count"]["type"] == "string"  # int64
 
 
 async def test_cache_serves_reads_and_the_stream_invalidates_it(

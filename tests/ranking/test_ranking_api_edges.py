@@ -45,8 +45,11 @@ async def _post(url: str, data: bytes) -> tuple[int, dict[str, str]]:
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        (b'{"user_id": "\\ud800"}', "user_id contains a control character or lone surrogate"),
-        (b'{"user_id": "u1", "candidates": ["i1", "\\udfff"]}', "candidates[1] contains a"),
+        (b'{"user_id": "\\ud800"}', "user_id must be valid Unicode (lone surrogate)"),
+        (
+            b'{"user_id": "u1", "candidates": ["i1", "\\udfff"]}',
+            "candidates[1] must be valid Unicode",
+        ),
         (b'{"user_id": "u\\u0000"}', "user_id contains a control character"),
         (b'{"user_id": "u1", "context": {"\\ud800": "x"}}', "context must be valid"),
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),

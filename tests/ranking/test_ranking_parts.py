@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from ranking_support import HISTORY_LEN, TrainedModel
 
 from freshrank.core.model_repo import ExportRecord, ModelRepository
-from freshrank.ranking.api import BadRequest, RankLimits, parse_json_query
+from freshrank.ranking.api import BadRequest, RankLimits, openapi, parse_json_query
 from freshrank.ranking.candidates import Retrieval
 from freshrank.ranking.fallback import PopularityFallback, top_k
 from freshrank.ranking.model_state import (
@@ -22,6 +23,7 @@ from freshrank.ranking.model_state import (
 from freshrank.ranking.ranker import Ranker
 from freshrank.ranking.settings import RankingSettings
 from freshrank.ranking.triton import CircuitBreaker
+from freshrank.v1 import ranking_pb2
 
 LIMITS = RankLimits(default_k=10, max_k=100, max_candidates=5)
 
@@ -120,16 +122,25 @@ def test_retrieval_puts_popular_known_items_first_and_caps(state: ModelState) ->
 
 
 def test_query_parsing_defaults_and_dedupes() -> None:
-    query = parse_json_query({"user_id": "u1", "candidates": ["a", "b", "a"]}, LIMITS)
+    query = parse_json_query(
+        json.dumps({"user_id": "u1", "candidates": ["a", "b", "a"]}).encode(), LIMITS
+    )
     assert query.k == 10
     assert query.candidates == ["a", "b"]
-    assert parse_json_query({"user_id": "u1", "candidates": []}, LIMITS).candidates is None
+    assert (
+        parse_json_query(
+            json.dumps({"user_id": "u1", "candidates": []}).encode(), LIMITS
+        ).candidates
+        is None
+    )
     with pytest.raises(BadRequest, match="at most 5 candidates"):
-        parse_json_query({"user_id": "u", "candidates": list("abcdef")}, LIMITS)
+        parse_json_query(
+            json.dumps({"user_id": "u", "candidates": list("abcdef")}).encode(), LIMITS
+        )
     with pytest.raises(BadRequest, match="non-empty strings"):
-        parse_json_query({"user_id": "u", "candidates": ["a", ""]}, LIMITS)
+        parse_json_query(json.dumps({"user_id": "u", "candidates": ["a", ""]}).encode(), LIMITS)
     with pytest.raises(BadRequest, match="k must be an integer"):
-        parse_json_query({"user_id": "u", "k": True}, LIMITS)
+        parse_json_query(json.dumps({"user_id": "u", "k": True}).encode(), LIMITS)
 
 
 def test_settings_reject_unknown_protocol_and_scorer() -> None:
@@ -186,3 +197,16 @@ async def test_a_failed_probe_keeps_the_served_version_until_failures_repeat(
     assert watcher.serving is None
     probe_fails = False
     assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]
+
+
+def test_openapi_is_generated_from_ranking_proto() -> None:
+    schemas = openapi(LIMITS)["components"]["schemas"]
+    for name in ("RankRequest", "RankResponse", "ScoredItem"):
+        fields = getattr(ranking_pb2, name).DESCRIPTOR.fields_by_name
+        assert list(schemas[name]["properties"]) == list(fields)
+    request = schemas["RankRequest"]
+    assert request["required"] == ["user_id"]
+    assert request["additionalProperties"] is False
+    assert request["properties"]["k"]["maximum"] == LIMITS.max_k
+    assert request["properties"]["candidates"]["maxItems"] == LIMITS.max_candidates
+    assert schemas["RankResponse"]["properties"]["model_version"]["type"] == "string"  # int64

@@ -60,7 +60,7 @@ async def test_without_a_ready_model_it_answers_flagged_fallbacks(
                 assert r.status == 200  # it always answers, so it is always ready
                 assert (await r.json())["model_version"] == 0
         assert body["fallback"] is True
-        assert body["model_version"] == 0
+        assert body["model_version"] == "0"
         assert len(body["items"]) == 4  # the export's most recently trained items
         reason = {"reason": "no_ready_model"}
         assert registry.get_sample_value("freshrank_ranking_fallback_total", reason) == 1
@@ -79,7 +79,7 @@ async def test_torch_scorer_ranks_in_process_without_triton(
                 async with session.post(f"{url}/v1/rank", json=body) as response:
                     reply = await response.json()
                 assert reply["fallback"] is False
-                assert reply["model_version"] == 1
+                assert reply["model_version"] == "1"
                 ranked = [item["item_id"] for item in reply["items"]]
                 overlaps.append(overlap(ranked, stream.top_items(user, 10, drifted=False)))
         assert sum(overlaps) / len(overlaps) > 0.3  # chance: 0.1
@@ -126,7 +126,7 @@ def test_cli_serves_the_api_from_env_settings(tmp_path: Path, trained: TrainedMo
         with urllib.request.urlopen(request, timeout=5) as response:
             reply = json.loads(response.read())
         assert reply["fallback"] is False
-        assert reply["model_version"] == 1
+        assert reply["model_version"] == "1"
         assert len(reply["items"]) == 3
         metrics = _get(f"{url}/metrics")
         assert metrics is not None

@@ -42,6 +42,7 @@ from pydantic import SecretStr
 
 from freshrank.bench.load import drive
 from freshrank.bench.report import BenchTable, percentile
+from freshrank.core.contracts import routes
 
 PROTOBUF = "application/x-protobuf"
 LAG_TICK_S = 0.005
@@ -440,7 +441,7 @@ async def _api_reader(spec: LoadSpec) -> tuple[Any, Any]:
     from freshrank.v1 import features_pb2
 
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
-    url = spec.target + "/v1/users:batch"
+    url = spec.target + routes.FEATURE_USERS_BATCH
     headers = {"Content-Type": PROTOBUF, "Accept": PROTOBUF}
 
     async def read(ids: list[str]) -> None:

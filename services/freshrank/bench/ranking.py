@@ -32,6 +32,7 @@ from typing import Any
 
 from freshrank.bench.load import drive
 from freshrank.bench.report import BenchTable, summarize
+from freshrank.core.contracts import routes
 
 MODEL_NAME = "bench-ranker"
 TARGET_P99_MS = 20.0
@@ -155,7 +156,7 @@ def _start_service(
 
 def _serving_version(url: str) -> int:
     try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
+        with urllib.request.urlopen(f"{url}{routes.READY}", timeout=1) as response:
             return int(json.loads(response.read())["model_version"])
     except (urllib.error.URLError, OSError, ValueError, KeyError):
         return 0
@@ -211,7 +212,9 @@ async def _load(url: str, mode: str, options: dict[str, Any]) -> LoadResult:
         async def one(scheduled: float) -> None:
             body = bodies[next(sent) % len(bodies)]
             try:
-                async with session.post(f"{url}/v1/rank", data=body, headers=headers) as response:
+                async with session.post(
+                    f"{url}{routes.RANK}", data=body, headers=headers
+                ) as response:
                     reply = await response.read()
                     ok = response.status == 200
             except aiohttp.ClientError:

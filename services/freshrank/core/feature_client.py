@@ -13,11 +13,11 @@ import asyncio
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TypeVar
-from urllib.parse import quote
 
 import aiohttp
 from google.protobuf.message import Message
 
+from freshrank.core.contracts import routes
 from freshrank.v1 import features_pb2
 
 __all__ = ["FeatureClient", "FeatureServiceError"]
@@ -77,8 +77,9 @@ class FeatureClient:
         self, user_id: str, *, deadline_s: float | None = None
     ) -> features_pb2.UserFeatures:
         """One user's features; history most recent first (empty for an unknown user)."""
-        path = f"/v1/users/{quote(user_id, safe='')}"
-        return await self._call("GET", path, None, features_pb2.UserFeatures(), deadline_s)
+        return await self._call(
+            "GET", routes.feature_user_path(user_id), None, features_pb2.UserFeatures(), deadline_s
+        )
 
     async def users(
         self, user_ids: Sequence[str], *, deadline_s: float | None = None
@@ -86,22 +87,31 @@ class FeatureClient:
         """Features for each id, in the order asked."""
         body = features_pb2.BatchUserFeaturesRequest(user_ids=list(user_ids))
         reply = await self._call(
-            "POST", "/v1/users:batch", body, features_pb2.BatchUserFeaturesResponse(), deadline_s
+            "POST",
+            routes.FEATURE_USERS_BATCH,
+            body,
+            features_pb2.BatchUserFeaturesResponse(),
+            deadline_s,
         )
         return list(reply.users)
 
     async def item(
         self, item_id: str, *, deadline_s: float | None = None
     ) -> features_pb2.ItemFeatures:
-        path = f"/v1/items/{quote(item_id, safe='')}"
-        return await self._call("GET", path, None, features_pb2.ItemFeatures(), deadline_s)
+        return await self._call(
+            "GET", routes.feature_item_path(item_id), None, features_pb2.ItemFeatures(), deadline_s
+        )
 
     async def items(
         self, item_ids: Sequence[str], *, deadline_s: float | None = None
     ) -> list[features_pb2.ItemFeatures]:
         body = features_pb2.BatchItemFeaturesRequest(item_ids=list(item_ids))
         reply = await self._call(
-            "POST", "/v1/items:batch", body, features_pb2.BatchItemFeaturesResponse(), deadline_s
+            "POST",
+            routes.FEATURE_ITEMS_BATCH,
+            body,
+            features_pb2.BatchItemFeaturesResponse(),
+            deadline_s,
         )
         return list(reply.items)
 
@@ -109,7 +119,7 @@ class FeatureClient:
         self, k: int, *, deadline_s: float | None = None
     ) -> list[features_pb2.ItemFeatures]:
         """The ``k`` items with the highest decayed popularity, best first."""
-        path = f"/v1/items:popular?k={int(k)}"
+        path = routes.feature_popular_path(k)
         reply = await self._call("GET", path, None, features_pb2.PopularItemsResponse(), deadline_s)
         return list(reply.items)
 

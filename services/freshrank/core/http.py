@@ -19,12 +19,13 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 
+from freshrank.core.contracts import routes
+from freshrank.core.contracts.metrics import REQUEST_LATENCY
 from freshrank.core.telemetry import context_from_headers
 
 __all__ = [
     "LATENCY_BUCKETS",
     "REGISTRY_KEY",
-    "REQUEST_LATENCY_METRIC",
     "ReadinessCheck",
     "create_app",
     "json_error",
@@ -47,12 +48,11 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 # Every service's request latency; the operator's autoscaler and the rendered HPA/KEDA queries
 # read it by this name.
-REQUEST_LATENCY_METRIC = "freshrank_http_request_duration_seconds"
 
 
 def request_latency_histogram(registry: CollectorRegistry) -> Histogram:
     return Histogram(
-        REQUEST_LATENCY_METRIC,
+        REQUEST_LATENCY,
         "HTTP request latency by route",
         ["route", "method", "status"],
         registry=registry,
@@ -97,7 +97,7 @@ def _tracing_middleware(service: str) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = route_label(request)
-        if route in {"/metrics", "/healthz", "/readyz"}:
+        if route in routes.OPERATIONAL:
             return await handler(request)
         parent = context_from_headers(dict(request.headers))
         with tracer.start_as_current_span(
@@ -153,9 +153,9 @@ def create_app(
     )
     app[REGISTRY_KEY] = registry
     app[_READINESS_KEY] = list(readiness or [])
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
-    app.router.add_get("/metrics", _metrics)
+    app.router.add_get(routes.HEALTH, _healthz)
+    app.router.add_get(routes.READY, _readyz)
+    app.router.add_get(routes.METRICS, _metrics)
     return app
 
 

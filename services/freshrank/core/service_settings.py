@@ -14,6 +14,7 @@ from typing import Literal, Self
 
 from pydantic import SecretStr, model_validator
 
+from freshrank.core.contracts.quality import QualityMetric
 from freshrank.core.settings import (
     CommonSettings,
     HistorySettings,
@@ -44,12 +45,11 @@ __all__ = [
 
 # The names freshrank.model.registry builds (tests/model checks they agree).
 Architecture = Literal["sasrec", "din", "mf"]
-QualityMetric = Literal["hr@10", "ndcg@10", "hr@10_full", "ndcg@10_full"]
 Device = Literal["auto", "cpu", "cuda"]
 Scorer = Literal["triton", "torch"]
 TritonProtocol = Literal["http", "grpc"]
 ARCHITECTURE_NAMES: tuple[str, ...] = typing.get_args(Architecture)
-QUALITY_METRICS: tuple[str, ...] = typing.get_args(QualityMetric)
+QUALITY_METRICS: tuple[str, ...] = tuple(metric.value for metric in QualityMetric)
 DEVICES: tuple[str, ...] = typing.get_args(Device)
 SCORERS: tuple[str, ...] = typing.get_args(Scorer)
 TRITON_PROTOCOLS: tuple[str, ...] = typing.get_args(TritonProtocol)
@@ -147,7 +147,9 @@ class TrainerSettings(
         120.0, "how long to wait for Triton to report a version READY", gt=0
     )
     # Quality gate (skips an export, never stops training).
-    quality_metric: QualityMetric = opt("ndcg@10", "prequential metric the gate watches")
+    quality_metric: QualityMetric = opt(
+        QualityMetric.NDCG_AT_10, "prequential metric the gate watches"
+    )
     min_events: int = opt(1000, "no export before this many events are trained", ge=0)
     quality_floor: float = opt(0.0, "no export while the rolling metric is below this")
     max_regression: float = opt(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from freshrank.core.codec import InteractionEvent
+from freshrank.core.contracts.quality import QualityMetric
 from freshrank.demo.run import DemoConfig, run_demo
 
 __all__ = ["DEMO_TABLE_ROWS", "DemoConfig", "popularity_hr_at_10", "run_demo", "stream_for"]
@@ -45,4 +46,4 @@ def popularity_hr_at_10(events: Iterable[InteractionEvent]) -> float:
             batch = []
     if batch:
         learner.step(batch)
-    return float(learner.rolling["hr@10"])
+    return float(learner.rolling[QualityMetric.HR_AT_10])

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import aiohttp
 
+from freshrank.core.contracts import routes
+
 __all__ = ["LoadResult", "RankLoad"]
 
 
@@ -41,7 +43,7 @@ class RankLoad:
         max_requests: int = 100_000,
         seed: int = 3,
     ) -> None:
-        self.url = url.rstrip("/") + "/v1/rank"
+        self.url = url.rstrip("/") + routes.RANK
         self.users = list(users)
         self.rate = rate
         self.k = k
@@ -92,8 +94,9 @@ class RankLoad:
         self.result.latencies_ms.append(latency)
         self.result.timeline.append((time.monotonic() - self.result.started, latency, fallback))
         self.result.fallbacks += fallback
-        if payload.get("model_version"):
-            self.result.versions_served.add(int(payload["model_version"]))
+        version = int(payload.get("model_version", 0))  # int64: a decimal string in JSON
+        if version:
+            self.result.versions_served.add(version)
 
     def _error(self, message: str) -> None:
         self.result.errors += 1

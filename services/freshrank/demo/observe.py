@@ -9,6 +9,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from freshrank.core.contracts import routes
 from freshrank.core.model_repo import ExportRecord, ModelRepository
 
 __all__ = ["Snapshot", "scrape"]
@@ -17,7 +18,7 @@ __all__ = ["Snapshot", "scrape"]
 def scrape(url: str, timeout: float = 1.0) -> dict[str, float]:
     """Every sample of a /metrics page: {'name' or 'name{label="value",...}': value}."""
     try:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=timeout) as response:
+        with urllib.request.urlopen(f"{url}{routes.METRICS}", timeout=timeout) as response:
             text = response.read().decode()
     except (urllib.error.URLError, OSError):
         return {}

@@ -23,6 +23,8 @@ from rich.table import Table
 
 from freshrank.bench.report import percentile
 from freshrank.core.codec import InteractionEvent
+from freshrank.core.contracts import metrics
+from freshrank.core.contracts.quality import QualityMetric
 from freshrank.core.kafka import EventProducer
 from freshrank.core.model_repo import ExportRecord
 from freshrank.demo.load import LoadResult, RankLoad
@@ -33,11 +35,11 @@ from freshrank.stack import LocalStack, StackConfig
 
 __all__ = ["DemoConfig", "run_demo"]
 
-# Trainer metrics the view reads (exported by freshrank.trainer).
-EVENTS_TRAINED = "freshrank_trainer_events_trained_total"
-DEAD_LETTERS = "freshrank_trainer_events_dead_lettered_total"
-ROLLING_HR = 'freshrank_trainer_prequential{metric="hr@10"}'
-FALLBACKS = "freshrank_ranking_fallback_total"
+# Metrics the view reads (exported by freshrank.trainer and freshrank.ranking).
+EVENTS_TRAINED = metrics.TRAINER_EVENTS_TRAINED
+DEAD_LETTERS = metrics.TRAINER_EVENTS_DEAD_LETTERED
+ROLLING_HR = metrics.labelled(metrics.TRAINER_PREQUENTIAL, metric=QualityMetric.HR_AT_10)
+FALLBACKS = metrics.RANKING_FALLBACKS
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -1,44 +1,64 @@
 """The feature API (aiohttp, port 8081): single and batch reads, JSON and protobuf.
 
-Feature sets are cached as serialized ``UserFeatures``/``ItemFeatures`` bytes framed as an entry
-of the repeated field 1 of the batch message, so a protobuf batch response is the cached entries
-joined (protobuf's wire format makes that concatenation a valid ``Batch*Response``) and a single
-read is an entry without its frame header. Reads go through ``ReadThrough`` (single-flight
-misses, refresh ahead of expiry): the missing ids of a batch are one store read.
+Feature sets are cached as ``FeatureEntry`` objects, each serialized once per format it is
+asked in (protobuf or JSON, see ``FeatureEntry``). Reads go through ``ReadThrough``
+(single-flight misses, refresh ahead of expiry): the missing ids of a batch are one store read.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from freshrank.core import protojson
 from freshrank.core.codec import id_problem, ids_problem
+from freshrank.core.contracts import routes
 from freshrank.core.http import REGISTRY_KEY, ReadinessCheck, create_app, json_error
+from freshrank.core.protojson import JSON, PROTOBUF
 from freshrank.feature.cache import ReadThrough, TTLCache
-from freshrank.feature.openapi import openapi_spec
+from freshrank.feature.openapi import openapi_spec, request_rules
 from freshrank.feature.store import STORE_ERRORS, AppliedBatch, FeatureStore, StoreUnavailable
 from freshrank.v1 import features_pb2
 
 __all__ = ["MAX_BATCH", "MAX_K", "FeatureApi", "create_feature_app"]
 
 log = logging.getLogger(__name__)
-PROTOBUF = "application/x-protobuf"
 MAX_BATCH = 1000
 MAX_K = 1000
 # /readyz answers within this even when the database hangs (a probe must never time out).
 READINESS_TIMEOUT_S = 1.0
-M = TypeVar("M", bound=Message)
+_REQUEST_RULES = request_rules(MAX_BATCH)
+H = TypeVar("H", bound=Message)
 CacheKey = tuple[str, str]
-CacheEntry = bytes  # the message framed as an entry of repeated field 1 (see ``_frame``)
+
+
+class FeatureEntry:
+    """One cached answer (a user's or an item's features, or a popular-items list): ``wire`` is
+    the message serialized once, when it is loaded; ``json`` its JSON, printed on the first JSON
+    read and kept. A batch answer is made of the entries as they are (``_reply_batch``)."""
+
+    __slots__ = ("_json", "kind", "wire")
+
+    def __init__(self, kind: type[Message], wire: bytes) -> None:
+        self.kind = kind
+        self.wire = wire
+        self._json: bytes | None = None
+
+    @property
+    def json(self) -> bytes:
+        if self._json is None:
+            self._json = protojson.to_json(self.kind.FromString(self.wire))
+        return self._json
+
+
+CacheEntry = FeatureEntry
 
 
 class BadRequest(ValueError):
@@ -57,12 +77,12 @@ class FeatureApi:
 
     def install(self, app: web.Application) -> None:
         app[REGISTRY_KEY].register(_CacheMetrics(self.reads))
-        app.router.add_get("/v1/users/{user_id}", self._guard(self.get_user))
-        app.router.add_post("/v1/users:batch", self._guard(self.batch_users))
-        app.router.add_get("/v1/items:popular", self._guard(self.popular_items))
-        app.router.add_get("/v1/items/{item_id}", self._guard(self.get_item))
-        app.router.add_post("/v1/items:batch", self._guard(self.batch_items))
-        app.router.add_get("/openapi.json", self.openapi)
+        app.router.add_get(routes.FEATURE_USER, self._guard(self.get_user))
+        app.router.add_post(routes.FEATURE_USERS_BATCH, self._guard(self.batch_users))
+        app.router.add_get(routes.FEATURE_POPULAR, self._guard(self.popular_items))
+        app.router.add_get(routes.FEATURE_ITEM, self._guard(self.get_item))
+        app.router.add_post(routes.FEATURE_ITEMS_BATCH, self._guard(self.batch_items))
+        app.router.add_get(routes.OPENAPI, self.openapi)
 
     def invalidate(self, applied: AppliedBatch) -> None:
         """Drop cached feature sets the stream just changed (popularity changes with any item)."""
@@ -75,7 +95,7 @@ class FeatureApi:
         await self.reads.close()
 
     async def openapi(self, _: web.Request) -> web.Response:
-        return _json(openapi_spec(MAX_BATCH, MAX_K))
+        return web.json_response(openapi_spec(MAX_BATCH, MAX_K))
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         try:
@@ -109,30 +129,30 @@ class FeatureApi:
 
     async def get_user(self, request: web.Request) -> web.Response:
         user_id = _valid_id(request.match_info["user_id"], "user_id")
-        (framed,) = await self.reads.get_many([("u", user_id)], self._load_users)
-        return _reply(request, _unframe(framed), features_pb2.UserFeatures)
+        (entry,) = await self.reads.get_many([("u", user_id)], self._load_users)
+        return _reply_one(request, entry)
 
     async def batch_users(self, request: web.Request) -> web.Response:
-        ask = await _parse(request, features_pb2.BatchUserFeaturesRequest, "user_ids")
-        keys = [("u", u) for u in _valid_ids(ask.user_ids, "user_ids[]")]
+        ask = await _parse(request, features_pb2.BatchUserFeaturesRequest)
+        keys = [("u", u) for u in _valid_ids(ask.user_ids, "user_ids")]
         entries = await self.reads.get_many(keys, self._load_users)
-        return _reply(request, b"".join(entries), features_pb2.BatchUserFeaturesResponse)
+        return _reply_batch(request, entries, "users")
 
     async def get_item(self, request: web.Request) -> web.Response:
         item_id = _valid_id(request.match_info["item_id"], "item_id")
-        (framed,) = await self.reads.get_many([("i", item_id)], self._load_items)
-        return _reply(request, _unframe(framed), features_pb2.ItemFeatures)
+        (entry,) = await self.reads.get_many([("i", item_id)], self._load_items)
+        return _reply_one(request, entry)
 
     async def batch_items(self, request: web.Request) -> web.Response:
-        ask = await _parse(request, features_pb2.BatchItemFeaturesRequest, "item_ids")
-        keys = [("i", i) for i in _valid_ids(ask.item_ids, "item_ids[]")]
+        ask = await _parse(request, features_pb2.BatchItemFeaturesRequest)
+        keys = [("i", i) for i in _valid_ids(ask.item_ids, "item_ids")]
         entries = await self.reads.get_many(keys, self._load_items)
-        return _reply(request, b"".join(entries), features_pb2.BatchItemFeaturesResponse)
+        return _reply_batch(request, entries, "items")
 
     async def popular_items(self, request: web.Request) -> web.Response:
         k = _valid_k(request.query.get("k", "10"))
-        (framed,) = await self.reads.get_many([("p", str(k))], self._load_popular)
-        return _reply(request, _unframe(framed), features_pb2.PopularItemsResponse)
+        (entry,) = await self.reads.get_many([("p", str(k))], self._load_popular)
+        return _reply_one(request, entry)
 
     # -- loaders (the store read behind a cache miss or refresh) -------------------------
 
@@ -144,12 +164,14 @@ class FeatureApi:
             head = features_pb2.UserFeatures(user_id=user_id)
             row = rows.get(user_id)
             if row is None:  # unknown user: the empty, well-formed cold-start set
-                entries[key] = _frame(head.SerializeToString())
+                entries[key] = FeatureEntry(features_pb2.UserFeatures, head.SerializeToString())
                 continue
             head.decayed_activity = row.decayed
             head.event_count = row.event_count
-            # The stored history is a serialized UserFeatures with only field 2 set.
-            entries[key] = _frame(head.SerializeToString() + row.history)
+            # The stored history is a serialized UserFeatures with only field 2 set: protobuf
+            # parses concatenated encodings as one message, so this is the whole user's.
+            wire = head.SerializeToString() + row.history
+            entries[key] = FeatureEntry(features_pb2.UserFeatures, wire)
         return entries
 
     async def _load_items(self, keys: list[CacheKey]) -> dict[CacheKey, CacheEntry]:
@@ -162,7 +184,7 @@ class FeatureApi:
             if row is not None:
                 message.decayed_popularity = row.decayed
                 message.event_count = row.event_count
-            entries[key] = _frame(message.SerializeToString())
+            entries[key] = FeatureEntry(features_pb2.ItemFeatures, message.SerializeToString())
         return entries
 
     async def _load_popular(self, keys: list[CacheKey]) -> dict[CacheKey, CacheEntry]:
@@ -177,7 +199,9 @@ class FeatureApi:
                     for r in rows
                 ]
             )
-            entries[key] = _frame(message.SerializeToString())
+            entries[key] = FeatureEntry(
+                features_pb2.PopularItemsResponse, message.SerializeToString()
+            )
         # Any applied batch can reorder the ranking: ``invalidate`` drops these keys.
         self._popular_keys.update(keys)
         return entries
@@ -235,9 +259,12 @@ def _valid_id(value: str, field: str) -> str:
 
 
 def _valid_ids(values: Sequence[str], field: str) -> Sequence[str]:
-    """``_valid_id`` for each value; plain ASCII ids (the hot path) in C-level passes."""
+    """``_valid_id`` for each of 1 to ``MAX_BATCH`` values; plain ASCII ids (the hot path) in
+    C-level passes."""
+    if not 1 <= len(values) <= MAX_BATCH:
+        raise BadRequest(f'"{field}" must hold between 1 and {MAX_BATCH} ids, got {len(values)}')
     if not all(values):
-        raise BadRequest(f"{field} must be a non-empty string")
+        raise BadRequest(f"{field}[] must be a non-empty string")
     problem = ids_problem(values)
     if problem is not None:
         raise BadRequest(f"{field}{problem}")
@@ -254,73 +281,37 @@ def _valid_k(raw: str) -> int:
     return k
 
 
-async def _parse(request: web.Request, kind: type[M], field: str) -> M:
+async def _parse(request: web.Request, kind: type[H]) -> H:
     """The request body as ``kind``, from protobuf or JSON (by Content-Type)."""
     raw = await request.read()
-    message = kind()
     if request.content_type == PROTOBUF:
+        message = kind()
         try:
             message.ParseFromString(raw)
         except DecodeError as exc:
             raise BadRequest(f"body is not a valid protobuf {kind.__name__}: {exc}") from None
-    else:
-        try:
-            data = json.loads(raw or b"null")
-        except ValueError as exc:
-            raise BadRequest(f"body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict) or not isinstance(data.get(field), list):
-            raise BadRequest(f'body must be a JSON object with a "{field}" list of strings')
-        if not all(isinstance(v, str) for v in data[field]):
-            raise BadRequest(f'"{field}" must contain only strings')
-        try:
-            json_format.ParseDict(data, message)
-        except json_format.ParseError as exc:
-            raise BadRequest(f"body does not match {kind.__name__}: {exc}") from None
-    count = len(getattr(message, field))
-    if not 1 <= count <= MAX_BATCH:
-        raise BadRequest(f'"{field}" must hold between 1 and {MAX_BATCH} ids, got {count}')
-    return message
+        return message
+    try:
+        return protojson.parse_json(raw, kind, _REQUEST_RULES)
+    except protojson.BadJson as exc:
+        raise BadRequest(str(exc)) from None
 
 
-def _frame(body: bytes) -> bytes:
-    """``body`` as an entry of repeated field 1: tag 0x0A (field 1, length-delimited), the
-    length as a varint, the bytes. Lengths under 16 KiB (any user's or item's set) take two bytes at
-    most, written directly: this runs for every user of every cache miss."""
-    n = len(body)
-    if n < 0x80:
-        return bytes((0x0A, n)) + body
-    if n < 0x4000:
-        return bytes((0x0A, (n & 0x7F) | 0x80, n >> 7)) + body
-    return b"\x0a" + _varint(n) + body
+def _wants_protobuf(request: web.Request) -> bool:
+    return PROTOBUF in request.headers.get("Accept", "")
 
 
-def _unframe(framed: bytes) -> bytes:
-    """The message inside a ``_frame`` entry (skip the tag and the length varint)."""
-    start = 1
-    while framed[start] & 0x80:
-        start += 1
-    return framed[start + 1 :]
+def _reply_one(request: web.Request, entry: CacheEntry) -> web.Response:
+    if _wants_protobuf(request):
+        return web.Response(body=entry.wire, content_type=PROTOBUF)
+    return web.Response(body=entry.json, content_type=JSON)
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _reply(request: web.Request, body: bytes, kind: type[Message]) -> web.Response:
-    if PROTOBUF in request.headers.get("Accept", ""):
-        return web.Response(body=body, content_type=PROTOBUF)
-    message = kind.FromString(body)
-    return _json(
-        json_format.MessageToDict(
-            message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-        )
-    )
-
-
-def _json(payload: Any) -> web.Response:
-    return web.json_response(payload)
+def _reply_batch(request: web.Request, entries: Sequence[CacheEntry], field: str) -> web.Response:
+    """The Batch*Response holding ``entries`` in its repeated ``field`` (number 1), from their
+    cached encodings: ``SerializedBatch`` writes the same bytes (see features.proto)."""
+    if _wants_protobuf(request):
+        batch = features_pb2.SerializedBatch(entries=[e.wire for e in entries])
+        return web.Response(body=batch.SerializeToString(), content_type=PROTOBUF)
+    body = protojson.json_list(field, [e.json for e in entries])
+    return web.Response(body=body, content_type=JSON)

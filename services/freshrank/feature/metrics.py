@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from freshrank.core.contracts import metrics
 from freshrank.feature.breaker import CircuitBreaker
 from freshrank.feature.ingest import Ingester
 
@@ -35,10 +36,10 @@ class IngestMetrics(Collector):
         if ingester is None:
             return
         yield CounterMetricFamily(
-            "freshrank_feature_events_applied", "events applied", value=ingester.applied_events
+            metrics.FEATURE_EVENTS_APPLIED, "events applied", value=ingester.applied_events
         )
         yield CounterMetricFamily(
-            "freshrank_feature_events_dead_lettered",
+            metrics.FEATURE_EVENTS_DEAD_LETTERED,
             "messages sent to the dead-letter topic (contract violations and refused events)",
             value=ingester.dead_lettered,
         )

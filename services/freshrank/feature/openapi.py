@@ -1,35 +1,53 @@
-"""The feature API's OpenAPI 3.1 document (served at ``/openapi.json``).
-
-Schemas follow ``protos/freshrank/v1/features.proto`` (JSON names = proto field names; int64
-fields are JSON strings, per the proto3 JSON mapping).
-"""
+"""The feature API's OpenAPI 3.1 document (served at ``/openapi.json``), generated from
+``protos/freshrank/v1/features.proto`` by ``freshrank.core.protojson`` (the proto3 JSON mapping:
+proto field names, int64 fields as decimal strings, enums by name)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from freshrank.core import protojson
 from freshrank.core.codec import ID_JSON_SCHEMA
+from freshrank.core.contracts import routes
+from freshrank.core.protojson import JSON, PROTOBUF, FieldRule
+from freshrank.v1 import features_pb2
 
-__all__ = ["openapi_spec"]
+__all__ = ["openapi_spec", "request_rules"]
 
-_PROTOBUF = "application/x-protobuf"
+_REQUESTS = (features_pb2.BatchUserFeaturesRequest, features_pb2.BatchItemFeaturesRequest)
+_RESPONSES = (
+    features_pb2.UserFeatures,
+    features_pb2.ItemFeatures,
+    features_pb2.BatchUserFeaturesResponse,
+    features_pb2.BatchItemFeaturesResponse,
+    features_pb2.PopularItemsResponse,
+)
+
+
+def request_rules(max_batch: int) -> protojson.Rules:
+    """What the schema says beyond the proto types (the handlers enforce each)."""
+    ids = FieldRule({"items": ID_JSON_SCHEMA, "minItems": 1, "maxItems": max_batch}, required=True)
+    return {"BatchUserFeaturesRequest.user_ids": ids, "BatchItemFeaturesRequest.item_ids": ids}
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _body(schema: str, proto: str) -> dict[str, Any]:
+def _body(message: str) -> dict[str, Any]:
     return {
-        "application/json": {"schema": _ref(schema)},
-        _PROTOBUF: {"schema": {"type": "string", "format": "binary", "x-proto": proto}},
+        JSON: {"schema": _ref(message)},
+        PROTOBUF: {
+            "schema": {"type": "string", "format": "binary", "x-proto": f"freshrank.v1.{message}"}
+        },
     }
 
 
-def _ok(schema: str, proto: str) -> dict[str, Any]:
+def _ok(message: str) -> dict[str, Any]:
+    error = {JSON: {"schema": _ref("Error")}}
     return {
-        "200": {"description": "OK", "content": _body(schema, proto)},
-        "400": {"description": "malformed request", "content": _error()},
+        "200": {"description": "OK", "content": _body(message)},
+        "400": {"description": "malformed request", "content": error},
         "503": {
             "description": "feature store unavailable",
             "headers": {
@@ -38,150 +56,83 @@ def _ok(schema: str, proto: str) -> dict[str, Any]:
                     "schema": {"type": "integer", "minimum": 1},
                 }
             },
-            "content": _error(),
+            "content": error,
         },
     }
 
 
-def _error() -> dict[str, Any]:
-    return {"application/json": {"schema": _ref("Error")}}
-
-
 def _path_param(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": _ID}
+    # An id as the service accepts it: the event contract's id rule (codec.id_problem).
+    return {"name": name, "in": "path", "required": True, "schema": ID_JSON_SCHEMA}
 
 
-# An id as the service accepts it: the event contract's id rule (codec.id_problem).
-_ID = ID_JSON_SCHEMA
+def _read(summary: str, message: str, parameter: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [_path_param(parameter)],
+            "responses": _ok(message),
+        }
+    }
 
 
-_INT64 = {"type": "string", "format": "int64"}
-_EVENT_TYPES = ["EVENT_TYPE_UNSPECIFIED", "VIEW", "CLICK", "ADD_TO_CART", "PURCHASE", "RATING"]
+def _batch(summary: str, request: str, response: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {"required": True, "content": _body(request)},
+            "responses": _ok(response),
+        }
+    }
 
 
 def openapi_spec(max_batch: int, max_k: int) -> dict[str, Any]:
-    ids = {"type": "array", "items": _ID, "minItems": 1, "maxItems": max_batch}
+    schemas = {
+        **protojson.request_schemas(_REQUESTS, request_rules(max_batch)),
+        **protojson.response_schemas(_RESPONSES),
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}},
+        },
+    }
+    popular_k = {
+        "name": "k",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": max_k},
+    }
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Freshrank feature API",
             "version": "v1",
             "description": "User history and item features, kept fresh from the event stream. "
-            "Unknown users and items get an empty feature set (cold start), never an error.",
+            "Unknown users and items get an empty feature set (cold start), never an error. "
+            "Bodies are JSON (the proto3 JSON mapping: int64 fields are decimal strings) or "
+            f"protobuf ({PROTOBUF}).",
         },
         "paths": {
-            "/v1/users/{user_id}": {
-                "get": {
-                    "summary": "One user's features (history most recent first)",
-                    "parameters": [_path_param("user_id")],
-                    "responses": _ok("UserFeatures", "freshrank.v1.UserFeatures"),
-                }
-            },
-            "/v1/users:batch": {
-                "post": {
-                    "summary": "Several users' features, in the order asked",
-                    "requestBody": {
-                        "required": True,
-                        "content": _body(
-                            "BatchUserFeaturesRequest", "freshrank.v1.BatchUserFeaturesRequest"
-                        ),
-                    },
-                    "responses": _ok(
-                        "BatchUserFeaturesResponse", "freshrank.v1.BatchUserFeaturesResponse"
-                    ),
-                }
-            },
-            "/v1/items/{item_id}": {
-                "get": {
-                    "summary": "One item's features",
-                    "parameters": [_path_param("item_id")],
-                    "responses": _ok("ItemFeatures", "freshrank.v1.ItemFeatures"),
-                }
-            },
-            "/v1/items:batch": {
-                "post": {
-                    "summary": "Several items' features, in the order asked",
-                    "requestBody": {
-                        "required": True,
-                        "content": _body(
-                            "BatchItemFeaturesRequest", "freshrank.v1.BatchItemFeaturesRequest"
-                        ),
-                    },
-                    "responses": _ok(
-                        "BatchItemFeaturesResponse", "freshrank.v1.BatchItemFeaturesResponse"
-                    ),
-                }
-            },
-            "/v1/items:popular": {
+            routes.FEATURE_USER: _read(
+                "One user's features (history most recent first)", "UserFeatures", "user_id"
+            ),
+            routes.FEATURE_USERS_BATCH: _batch(
+                "Several users' features, in the order asked",
+                "BatchUserFeaturesRequest",
+                "BatchUserFeaturesResponse",
+            ),
+            routes.FEATURE_ITEM: _read("One item's features", "ItemFeatures", "item_id"),
+            routes.FEATURE_ITEMS_BATCH: _batch(
+                "Several items' features, in the order asked",
+                "BatchItemFeaturesRequest",
+                "BatchItemFeaturesResponse",
+            ),
+            routes.FEATURE_POPULAR: {
                 "get": {
                     "summary": "The k items with the highest decayed popularity",
-                    "parameters": [
-                        {
-                            "name": "k",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": max_k},
-                        }
-                    ],
-                    "responses": _ok("PopularItemsResponse", "freshrank.v1.PopularItemsResponse"),
+                    "parameters": [popular_k],
+                    "responses": _ok("PopularItemsResponse"),
                 }
             },
         },
-        "components": {
-            "schemas": {
-                "HistoryEntry": {
-                    "type": "object",
-                    "properties": {
-                        "item_id": {"type": "string"},
-                        "type": {"type": "string", "enum": _EVENT_TYPES},
-                        "timestamp_ms": _INT64,
-                    },
-                },
-                "UserFeatures": {
-                    "type": "object",
-                    "properties": {
-                        "user_id": {"type": "string"},
-                        "history": {"type": "array", "items": _ref("HistoryEntry")},
-                        "decayed_activity": {"type": "number"},
-                        "event_count": _INT64,
-                    },
-                },
-                "ItemFeatures": {
-                    "type": "object",
-                    "properties": {
-                        "item_id": {"type": "string"},
-                        "decayed_popularity": {"type": "number"},
-                        "event_count": _INT64,
-                    },
-                },
-                "BatchUserFeaturesRequest": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["user_ids"],
-                    "properties": {"user_ids": ids},
-                },
-                "BatchUserFeaturesResponse": {
-                    "type": "object",
-                    "properties": {"users": {"type": "array", "items": _ref("UserFeatures")}},
-                },
-                "BatchItemFeaturesRequest": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["item_ids"],
-                    "properties": {"item_ids": ids},
-                },
-                "BatchItemFeaturesResponse": {
-                    "type": "object",
-                    "properties": {"items": {"type": "array", "items": _ref("ItemFeatures")}},
-                },
-                "PopularItemsResponse": {
-                    "type": "object",
-                    "properties": {"items": {"type": "array", "items": _ref("ItemFeatures")}},
-                },
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": {"type": "string"}},
-                },
-            }
-        },
+        "components": {"schemas": schemas},
     }

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from freshrank.core.contracts.quality import LOSS, ROLLING_NAMES, QualityMetric
+
 __all__ = [
     "METRIC_NAMES",
     "RollingMetrics",
@@ -23,7 +25,7 @@ __all__ = [
     "ranks_of_true",
 ]
 
-METRIC_NAMES = ("hr@10", "ndcg@10", "hr@10_full", "ndcg@10_full", "loss")
+METRIC_NAMES = ROLLING_NAMES
 
 FloatArray = npt.NDArray[np.floating[Any]]
 BoolArray = npt.NDArray[np.bool_]
@@ -145,10 +147,10 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 def _as_dict(totals: _Totals) -> dict[str, float]:
     return {
-        "hr@10": _ratio(totals.hr, totals.events),
-        "ndcg@10": _ratio(totals.ndcg, totals.events),
-        "hr@10_full": _ratio(totals.hr_full, totals.full_events),
-        "ndcg@10_full": _ratio(totals.ndcg_full, totals.full_events),
-        "loss": _ratio(totals.loss, totals.loss_batches),
+        QualityMetric.HR_AT_10: _ratio(totals.hr, totals.events),
+        QualityMetric.NDCG_AT_10: _ratio(totals.ndcg, totals.events),
+        QualityMetric.HR_AT_10_FULL: _ratio(totals.hr_full, totals.full_events),
+        QualityMetric.NDCG_AT_10_FULL: _ratio(totals.ndcg_full, totals.full_events),
+        LOSS: _ratio(totals.loss, totals.loss_batches),
         "events": float(totals.events),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from freshrank.core.contracts import metrics
 from freshrank.core.http import LATENCY_BUCKETS
 
 __all__ = ["RankingMetrics"]
@@ -26,13 +27,13 @@ class RankingMetrics:
             buckets=LATENCY_BUCKETS,
         )
         self.fallbacks = Counter(
-            "freshrank_ranking_fallback_total",
+            metrics.RANKING_FALLBACKS,
             "Rankings answered by the popularity fallback, by reason",
             ["reason"],
             registry=registry,
         )
         self.model_version = Gauge(
-            "freshrank_ranking_model_version",
+            metrics.RANKING_MODEL_VERSION,
             "Model version serving requests (0: none READY)",
             registry=registry,
         )

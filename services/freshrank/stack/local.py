@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from freshrank.core.contracts import routes
 from freshrank.core.kafka import ensure_topics
 from freshrank.core.service_settings import FeatureSettings, RankingSettings, TrainerSettings
 from freshrank.core.settings import Settings, settings_env
@@ -153,7 +154,7 @@ class LocalStack(StartStop):
         )
         process.start()
         self.services[role] = process
-        process.wait_ready(lambda: http_ok(f"{self.url(role)}/healthz"), timeout=120)
+        process.wait_ready(lambda: http_ok(f"{self.url(role)}{routes.HEALTH}"), timeout=120)
 
     def _write_state(self) -> None:
         state = {"pid": os.getpid(), "urls": self.urls()}

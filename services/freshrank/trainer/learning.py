@@ -11,17 +11,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from freshrank.core.codec import InteractionEvent
+from freshrank.core.contracts.quality import QualityMetric
 from freshrank.trainer.settings import TrainerSettings
 
-__all__ = ["METRIC_FIELDS", "Learner", "StepResult", "build_learner", "metric_of"]
-
-# Rolling-metric name -> StepMetrics field.
-METRIC_FIELDS = {
-    "hr@10": "hr10",
-    "ndcg@10": "ndcg10",
-    "hr@10_full": "hr10_full",
-    "ndcg@10_full": "ndcg10_full",
-}
+__all__ = ["Learner", "StepResult", "build_learner", "metric_of"]
 
 
 class StepResult(Protocol):
@@ -51,7 +44,7 @@ class Learner(Protocol):
 
 def metric_of(step: Any, name: str) -> float:
     """One metric of a StepMetrics by its rolling name (``ndcg@10`` -> ``ndcg10``)."""
-    return float(getattr(step, METRIC_FIELDS[name]))
+    return float(getattr(step, QualityMetric(name).step_field))
 
 
 def learner_config(settings: TrainerSettings) -> Any:
