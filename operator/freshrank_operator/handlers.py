@@ -78,6 +78,7 @@ def credentials_from(info: kopf.ConnectionInfo) -> Credentials:
         private_key_path=_path(info.private_key_path),
         private_key_data=_bytes(info.private_key_data),
         insecure=bool(info.insecure),
+        trust_env=bool(info.trust_env),
     )
 
 

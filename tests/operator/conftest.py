@@ -8,7 +8,7 @@ from typing import Any
 
 import kmock
 import pytest
-from envtest import ClusterApi, credentials, install_crd, new_namespace
+from envtest import ClusterApi, credentials, delete_namespace, install_crd, new_namespace
 from kube_harness import FakeApi
 
 from freshrank.embedded.kubernetes import EmbeddedKubernetes
@@ -39,7 +39,7 @@ async def namespace(kube: KubeClient, recdep_crd: dict[str, Any]) -> AsyncIterat
     """A fresh namespace for this test (the CRD installed); deleted afterwards."""
     name = await new_namespace(kube)
     yield name
-    await kube.request("DELETE", f"/api/v1/namespaces/{name}")
+    await delete_namespace(kube, name)
 
 
 @pytest.fixture
