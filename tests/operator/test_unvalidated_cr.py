@@ -1,39 +1,89 @@
 """The operator re-checks every CR against the schema: one that bypassed it is Degraded.
 
-The one operator test left on kmock's emulator: a real API server cannot be made to store a
-CR its schema rejects (tests/operator/test_envtest_crd.py shows it refusing them), but an older
-CRD version or a schema edit can leave such CRs behind, and the operator must not crash on them.
+The API server refuses such a CR (tests/operator/test_envtest_crd.py), but a schema edit leaves
+CRs stored under the older schema behind, and the operator must not crash on them. That is what
+happens here, on the real API server: the CRD is applied without its CEL rules, the CR is
+stored, the CRD is put back, and only then does the operator start.
 """
 
 from __future__ import annotations
 
-import kmock
-from kube_harness import CR_RESOURCE, FakeApi, eventually, example_cr, running_operator
+from collections.abc import Iterator
+from typing import Any
 
+import pytest
+import yaml
+from envtest import ClusterApi, eventually, example_cr, install_crd, running_operator
+
+from freshrank.embedded.kubernetes import EmbeddedKubernetes
 from freshrank_operator import crd
+from freshrank_operator.kube import KubeError
 
-NS = "default"
+pytestmark = pytest.mark.integration
+
+
+def _without_cel(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_cel(v) for k, v in value.items() if k != "x-kubernetes-validations"}
+    if isinstance(value, list):
+        return [_without_cel(v) for v in value]
+    return value
+
+
+@pytest.fixture
+def looser_schema(kube_cluster: EmbeddedKubernetes) -> Iterator[None]:
+    """The CRD without its CEL rules until the test has stored its CR; then the real one."""
+    loose = yaml.safe_dump(_without_cel(crd.load_crd()))
+    try:
+        kube_cluster.kubectl("apply", "--server-side", "-f", "-", stdin=loose)
+        yield
+    finally:
+        install_crd(kube_cluster)
+
+
+async def _store(cluster_api: ClusterApi, body: dict[str, Any]) -> dict[str, Any]:
+    """Create ``body``; a 422 means the server still holds the strict schema: try again."""
+
+    async def created() -> dict[str, Any]:
+        try:
+            return await cluster_api.create_cr(body)
+        except KubeError as exc:
+            if exc.status != 422:
+                raise
+            raise AssertionError(f"still refused: {exc}") from exc
+
+    stored: dict[str, Any] = await eventually(created, timeout=60)
+    return stored
+
+
+async def _strict_again(cluster_api: ClusterApi) -> None:
+    """Until the server refuses a CR the CEL rules forbid (the real CRD is in effect)."""
+    probe = example_cr("probe", cluster_api.namespace, autoscaling={"minReplicas": 2})
+    probe["spec"]["autoscaling"]["maxReplicas"] = 1
+
+    async def refused() -> bool:
+        try:
+            await cluster_api.create_cr(probe)
+        except KubeError as exc:
+            return exc.status == 422
+        await cluster_api.delete_cr("probe")
+        raise AssertionError("the looser schema is still in effect")
+
+    await eventually(refused, timeout=60)
 
 
 async def test_a_cr_that_bypassed_the_schema_is_degraded_not_crashed(
-    emulator: kmock.KubernetesEmulator, api: FakeApi
+    kube_cluster: EmbeddedKubernetes, cluster_api: ClusterApi, looser_schema: None
 ) -> None:
-    body = example_cr("shop", autoscaling={"minReplicas": 9, "maxReplicas": 3})
-    body["metadata"].update({"uid": "u-1", "generation": 1, "resourceVersion": "1"})
-    async with running_operator(str(emulator.url)):
-        async with emulator.post(
-            f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{NS}/{crd.PLURAL}", json=body
-        ) as response:
-            assert response.status < 300
-
-        def degraded() -> dict[str, object]:
-            cr = api.get(CR_RESOURCE, NS, "shop") or {}
-            for condition in (cr.get("status") or {}).get("conditions") or []:
-                if condition["type"] == "Degraded":
-                    return dict(condition)
-            raise AssertionError(f"no Degraded condition yet: {cr.get('status')}")
-
-        condition = await eventually(degraded)
+    namespace = cluster_api.namespace
+    body = example_cr("shop", namespace, autoscaling={"minReplicas": 9, "maxReplicas": 3})
+    stored = await _store(cluster_api, body)
+    assert stored["spec"]["autoscaling"]["minReplicas"] == 9
+    install_crd(kube_cluster)
+    await _strict_again(cluster_api)
+    async with running_operator(kube_cluster, namespace):
+        condition = await eventually(lambda: cluster_api.condition("shop", "Degraded"))
+        assert condition["status"] == "True", condition
         assert condition["reason"] == "InvalidSpec"
         assert "spec.autoscaling.minReplicas" in str(condition["message"])
-        assert not api.children(NS, "shop")
+        assert not await cluster_api.children("shop")
