@@ -24,11 +24,10 @@ from typing import Any, TypeVar
 
 import aiohttp
 import httpx2
-from lightkube import AsyncClient, KubeConfig
+from lightkube import ALL_NS, AsyncClient, KubeConfig
+from lightkube.codecs import resource_registry
 from lightkube.config.models import Cluster, User
 from lightkube.core import resource as lk_resource
-from lightkube.core.generic_client import ALL_NS
-from lightkube.core.resource_registry import resource_registry
 from lightkube.generic_resource import (
     GenericGlobalResource,
     GenericNamespacedResource,
