@@ -86,7 +86,10 @@ class Conflict(KubeError):
 
 @dataclass(frozen=True)
 class Credentials:
-    """How to reach the API server (built from Kopf's ConnectionInfo by the runtime)."""
+    """How to reach the API server (built from Kopf's ConnectionInfo by the runtime).
+
+    ``scheme`` is kept as Kopf reports it; lightkube sends a token as ``Bearer``, the scheme
+    the API server takes for tokens."""
 
     server: str
     token: str | None = None

@@ -30,15 +30,26 @@ def _without_cel(value: Any) -> Any:
     return value
 
 
+def _apply_crd(cluster: EmbeddedKubernetes, document: dict[str, Any]) -> None:
+    # Forced: other tests of the session applied the CRD with field managers of their own.
+    cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump(document)
+    )
+
+
+def _restore_crd(cluster: EmbeddedKubernetes) -> None:
+    _apply_crd(cluster, crd.load_crd())
+    install_crd(cluster)  # and wait until it is Established and served
+
+
 @pytest.fixture
 def looser_schema(kube_cluster: EmbeddedKubernetes) -> Iterator[None]:
     """The CRD without its CEL rules until the test has stored its CR; then the real one."""
-    loose = yaml.safe_dump(_without_cel(crd.load_crd()))
     try:
-        kube_cluster.kubectl("apply", "--server-side", "-f", "-", stdin=loose)
+        _apply_crd(kube_cluster, _without_cel(crd.load_crd()))
         yield
     finally:
-        install_crd(kube_cluster)
+        _restore_crd(kube_cluster)
 
 
 async def _store(cluster_api: ClusterApi, body: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +90,7 @@ async def test_a_cr_that_bypassed_the_schema_is_degraded_not_crashed(
     body = example_cr("shop", namespace, autoscaling={"minReplicas": 9, "maxReplicas": 3})
     stored = await _store(cluster_api, body)
     assert stored["spec"]["autoscaling"]["minReplicas"] == 9
-    install_crd(kube_cluster)
+    _restore_crd(kube_cluster)
     await _strict_again(cluster_api)
     async with running_operator(kube_cluster, namespace):
         condition = await eventually(lambda: cluster_api.condition("shop", "Degraded"))
