@@ -68,11 +68,14 @@ def install_crd(cluster: EmbeddedKubernetes) -> dict[str, Any]:
     import yaml
 
     cluster.kubectl("apply", "--server-side", "-f", str(crd.crd_path()))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
-    # The CRs' endpoint can lag the Established condition by a moment.
+    # `kubectl wait` fails at once while a new CRD has no status yet, and the CRs' endpoint
+    # can lag the Established condition by a moment: both are retried.
     deadline = time.monotonic() + 60
     while True:
         try:
+            cluster.kubectl(
+                "wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}"
+            )
             cluster.kubectl("get", CRD_NAME, "--all-namespaces")
             break
         except KubectlError:
