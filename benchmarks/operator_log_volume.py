@@ -66,10 +66,9 @@ async def main(crs: int, settle_s: float, idle_s: float) -> None:
             assert isinstance(handler, logging.StreamHandler)
             handler.setStream(counter)
             config = cluster_config(cluster, namespace, tick_seconds=5.0, retry_seconds=30.0)
-            path = f"/apis/freshrank.io/v1alpha1/namespaces/{namespace}/recommenderdeployments"
             async with operator_thread(config):
                 for i in range(crs):
-                    await kube.request("POST", path, body=example_cr(f"cr{i}", namespace))
+                    await kube.create(example_cr(f"cr{i}", namespace))
                 await asyncio.sleep(settle_s)
                 counter.on, started = True, time.monotonic()
                 await asyncio.sleep(idle_s)

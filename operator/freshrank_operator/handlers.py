@@ -18,7 +18,7 @@ import kopf
 from freshrank_operator import crd, render
 from freshrank_operator.config import OperatorConfig
 from freshrank_operator.controller import Controller
-from freshrank_operator.kube import Credentials, KubeClient
+from freshrank_operator.kube import Credentials, KubeClient, plural
 from freshrank_operator.login import kubeconfig_login
 from freshrank_operator.telemetry import OperatorMetrics
 
@@ -78,6 +78,7 @@ def credentials_from(info: kopf.ConnectionInfo) -> Credentials:
         private_key_path=_path(info.private_key_path),
         private_key_data=_bytes(info.private_key_data),
         insecure=bool(info.insecure),
+        trust_env=bool(info.trust_env),
     )
 
 
@@ -110,8 +111,8 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         controller().on_cr(type, body)
 
     managed = {"app.kubernetes.io/managed-by": render.MANAGED_BY}
-    for api_version, kind, plural in WATCHED_CHILDREN:
-        _watch_children(registry, controller, api_version, kind, plural, managed)
+    for api_version, kind, resource in WATCHED_CHILDREN:
+        _watch_children(registry, controller, api_version, kind, resource, managed)
 
     @kopf.on.event("v1", "persistentvolumeclaims", registry=registry)
     async def claim_event(type: str | None, body: kopf.Body, **_: Any) -> None:
@@ -140,13 +141,17 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
 
 # Children whose changes the operator follows (PersistentVolumeClaims: see claim_event).
 # ScaledObjects are not watched: KEDA may be absent; the reconcile reads them by name.
-WATCHED_CHILDREN = (
-    ("v1", "ConfigMap", "configmaps"),
-    ("v1", "Service", "services"),
-    ("apps/v1", "Deployment", "deployments"),
-    ("apps/v1", "StatefulSet", "statefulsets"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
-    ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+# (apiVersion, kind, plural): Kopf watches by plural, as the client's resource classes name it.
+WATCHED_CHILDREN = tuple(
+    (api_version, kind, plural(api_version, kind))
+    for api_version, kind in (
+        ("v1", "ConfigMap"),
+        ("v1", "Service"),
+        ("apps/v1", "Deployment"),
+        ("apps/v1", "StatefulSet"),
+        ("autoscaling/v2", "HorizontalPodAutoscaler"),
+        ("networking.k8s.io/v1", "NetworkPolicy"),
+    )
 )
 
 

@@ -1,54 +1,63 @@
-"""A small async Kubernetes REST client (aiohttp) for the operator's own calls.
+"""The operator's Kubernetes calls, made with lightkube (a maintained, typed async client).
 
-Kopf owns the watch on RecommenderDeployments; children, Secrets, Pods and Events go through
-this client with the same credentials Kopf logged in with. Children are written with
-server-side apply (field manager ``freshrank-operator``, forced: the operator is the owner of
-what it renders). Where the server does not create on apply (the kmock emulator answers 404),
-it falls back to create; a create racing another writer (409) goes back to apply.
+Kopf owns the watches; children, Secrets, Pods, Events, the Lease and the CR's status go through
+this module, logged in with the same credentials as Kopf. It is a thin adapter: REST paths,
+plurals, scopes and pagination come from lightkube's resource classes (built-in kinds) and from
+the generic resources declared below for the CRDs the operator touches; authentication, TLS and
+the connection pool are lightkube's (httpx). Bodies stay plain dicts, exactly as the API server
+sends them: the renderers produce dicts, and the watches Kopf feeds the controller are dicts, so
+the cache holds one representation (lightkube's typed models would drop any field they do not
+know, and re-format timestamps).
+
+Children are written with server-side apply (field manager ``freshrank-operator``, forced: the
+operator owns what it renders); the API server creates a missing object on apply.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import ssl
-import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+import base64
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+import httpx2
+from lightkube import ALL_NS, AsyncClient, KubeConfig
+from lightkube.codecs import resource_registry
+from lightkube.config.models import Cluster, User
+from lightkube.core import resource as lk_resource
+from lightkube.generic_resource import (
+    GenericGlobalResource,
+    GenericNamespacedResource,
+    create_global_resource,
+    create_namespaced_resource,
+)
+from lightkube.types import CascadeType, PatchType
+
+from freshrank_operator import crd
 
 __all__ = [
     "FIELD_MANAGER",
-    "PLURALS",
     "Conflict",
     "Credentials",
     "KubeClient",
     "KubeError",
     "NotFound",
     "ResourceTypeMissing",
-    "object_path",
+    "plural",
 ]
 
 FIELD_MANAGER = "freshrank-operator"
+T = TypeVar("T")
 
-# Every kind the operator reads or writes (no discovery round-trips on the hot path).
-PLURALS: dict[str, str] = {
-    "ConfigMap": "configmaps",
-    "Secret": "secrets",
-    "Service": "services",
-    "Pod": "pods",
-    "Event": "events",
-    "PersistentVolumeClaim": "persistentvolumeclaims",
-    "Deployment": "deployments",
-    "StatefulSet": "statefulsets",
-    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
-    "ScaledObject": "scaledobjects",
-    "NetworkPolicy": "networkpolicies",
-    "Lease": "leases",
-    "RecommenderDeployment": "recommenderdeployments",
-}
+# Custom resources the operator reads or writes: lightkube knows the built-in kinds; a CRD's
+# kind is declared as its CRD declares it (our own from crds/, KEDA's, Kopf's peering).
+create_namespaced_resource(crd.GROUP, crd.VERSION, crd.KIND, crd.PLURAL)
+create_namespaced_resource("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects")
+create_namespaced_resource("kopf.dev", "v1", "KopfPeering", "kopfpeerings")
+create_global_resource("kopf.dev", "v1", "ClusterKopfPeering", "clusterkopfpeerings")
 
 
 class KubeError(RuntimeError):
@@ -77,7 +86,10 @@ class Conflict(KubeError):
 
 @dataclass(frozen=True)
 class Credentials:
-    """How to reach the API server (built from Kopf's ConnectionInfo by the runtime)."""
+    """How to reach the API server (built from Kopf's ConnectionInfo by the runtime).
+
+    ``scheme`` is kept as Kopf reports it; lightkube sends a token as ``Bearer``, the scheme
+    the API server takes for tokens."""
 
     server: str
     token: str | None = None
@@ -91,62 +103,78 @@ class Credentials:
     private_key_path: str | None = None
     private_key_data: bytes | None = None
     insecure: bool = False
+    trust_env: bool = False
+
+    def kubeconfig(self) -> KubeConfig:
+        cluster = Cluster(
+            server=self.server,
+            certificate_auth=self.ca_path,
+            certificate_auth_data=_b64(self.ca_data),
+            insecure=self.insecure,
+        )
+        user = User(
+            token=self.token,
+            username=self.username,
+            password=self.password,
+            client_cert=self.certificate_path,
+            client_cert_data=_b64(self.certificate_data),
+            client_key=self.private_key_path,
+            client_key_data=_b64(self.private_key_data),
+        )
+        return KubeConfig.from_one(cluster=cluster, user=user)
 
 
-def object_path(
-    api_version: str,
-    kind: str,
-    namespace: str | None,
-    name: str | None = None,
-    subresource: str | None = None,
-) -> str:
-    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    path = base + (f"/namespaces/{namespace}" if namespace else "") + f"/{PLURALS[kind]}"
-    if name:
-        path += f"/{name}"
-    if subresource:
-        path += f"/{subresource}"
-    return path
+def _b64(data: bytes | None) -> str | None:
+    # kubeconfig's *-data fields are base64 (lightkube decodes them into temporary files)
+    return base64.b64encode(data).decode() if data else None
 
 
-def _pem_file(data: bytes) -> str:
-    # ssl wants files for client certificates; the temp file lives as long as the process.
-    handle = tempfile.NamedTemporaryFile(prefix="freshrank-kube-", suffix=".pem", delete=False)  # noqa: SIM115
-    handle.write(data)
-    handle.close()
-    return handle.name
+@functools.cache
+def _view(api_version: str, kind: str, subresource: str | None = None) -> Any:
+    """lightkube's resource class for ``kind`` (its path, plural, scope), with dict bodies.
 
-
-def _ssl_context(creds: Credentials) -> ssl.SSLContext | bool:
-    if not creds.server.startswith("https"):
-        return False
-    if creds.insecure:
-        return False
-    context = ssl.create_default_context(
-        cafile=creds.ca_path,
-        cadata=creds.ca_data.decode() if creds.ca_data else None,
+    Built-in kinds are lightkube's typed classes; the view keeps their API info and decodes
+    answers as plain dicts (a generic resource), as the custom resources above already are.
+    """
+    resource: Any = resource_registry.load(api_version, kind)
+    if subresource is not None:
+        resource = getattr(resource, subresource.capitalize())  # Status, Token, Scale
+    if issubclass(resource, GenericNamespacedResource | GenericGlobalResource):
+        return resource
+    namespaced = issubclass(
+        resource, lk_resource.NamespacedResource | lk_resource.NamespacedSubResource
     )
-    cert = creds.certificate_path or (
-        _pem_file(creds.certificate_data) if creds.certificate_data else None
-    )
-    key = creds.private_key_path or (
-        _pem_file(creds.private_key_data) if creds.private_key_data else None
-    )
-    if cert:
-        context.load_cert_chain(cert, key)
-    return context
+    base = GenericNamespacedResource if namespaced else GenericGlobalResource
+    return type(resource.__name__, (base,), {"_api_info": resource._api_info})
 
 
-def _raise_for(status: int, body: Any) -> None:
-    reason = body.get("reason", "") if isinstance(body, dict) else ""
-    message = body.get("message", str(body)) if isinstance(body, dict) else str(body)
+def _namespaced(api_version: str, kind: str) -> bool:
+    return issubclass(_view(api_version, kind), GenericNamespacedResource)
+
+
+def plural(api_version: str, kind: str) -> str:
+    """``kind``'s resource name as RBAC and CRDs name it: ``deployments``, ``scaledobjects``."""
+    return str(_view(api_version, kind)._api_info.plural)
+
+
+def _error(exc: httpx2.HTTPStatusError) -> KubeError:
+    response = exc.response
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    status = response.status_code
+    if not (isinstance(body, dict) and body.get("kind") == "Status"):
+        text = response.text.strip() or response.reason_phrase
+        if status == 404:
+            return ResourceTypeMissing(status, "NotFound", text)
+        return KubeError(status, response.reason_phrase or "Error", text)
+    reason, message = str(body.get("reason") or ""), str(body.get("message") or "")
     if status == 404:
-        if not (isinstance(body, dict) and body.get("kind") == "Status"):
-            raise ResourceTypeMissing(status, "NotFound", message)
-        raise NotFound(status, reason or "NotFound", message)
+        return NotFound(status, reason or "NotFound", message)
     if status == 409:
-        raise Conflict(status, reason or "Conflict", message)
-    raise KubeError(status, reason or "Error", message)
+        return Conflict(status, reason or "Conflict", message)
+    return KubeError(status, reason or "Error", message)
 
 
 class KubeClient:
@@ -160,11 +188,10 @@ class KubeClient:
         field_manager: str = FIELD_MANAGER,
     ) -> None:
         self._login = login
-        # No total: waiting for a pooled connection under load is not the server being slow.
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        # No pool timeout: waiting for a pooled connection under load is not the server being slow.
+        self._timeout = httpx2.Timeout(timeout, pool=None)
         self._field_manager = field_manager
-        self._session: aiohttp.ClientSession | None = None
-        self._creds: Credentials | None = None
+        self._client: AsyncClient | None = None
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> KubeClient:
@@ -175,73 +202,50 @@ class KubeClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
-    async def _connect(self, *, refresh: bool = False) -> None:
+    async def _connect(self, *, refresh: bool = False) -> AsyncClient:
         async with self._lock:
-            if self._session is not None and not refresh:
-                return  # another request connected meanwhile
+            if self._client is not None and not refresh:
+                return self._client  # another request connected meanwhile
             creds = await self._login()
-            old, self._creds = self._session, creds
-            headers: dict[str, str] = {"Accept": "application/json"}
-            auth = None
-            if creds.token:
-                headers["Authorization"] = f"{creds.scheme or 'Bearer'} {creds.token}"
-            elif creds.username and creds.password is not None:
-                auth = aiohttp.BasicAuth(creds.username, creds.password)
-            connector = aiohttp.TCPConnector(ssl=_ssl_context(creds), limit=64)
-            self._session = aiohttp.ClientSession(
-                base_url=creds.server.rstrip("/") + "/",
-                headers=headers,
-                auth=auth,
+            old = self._client
+            self._client = AsyncClient(
+                creds.kubeconfig(),
                 timeout=self._timeout,
-                connector=connector,
+                trust_env=creds.trust_env,
             )
             if old is not None:
                 await old.close()
+            return self._client
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        params: Mapping[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> Any:
+    async def native(self) -> AsyncClient:
+        """The lightkube client itself, for what this adapter does not wrap (typed objects,
+        subresources such as a ServiceAccount's token)."""
+        return self._client or await self._connect()
+
+    async def _call(self, operation: Callable[[AsyncClient], Awaitable[T]]) -> T:
         for attempt in range(2):
-            if self._session is None:
-                await self._connect()
-            assert self._session is not None
-            data = None if body is None else json.dumps(body)
-            headers = {"Content-Type": content_type} if body is not None else {}
-            async with self._session.request(
-                method, path.lstrip("/"), data=data, params=params, headers=headers
-            ) as response:
-                if response.status == 401 and attempt == 0:
+            client = await self.native()
+            try:
+                return await operation(client)
+            except httpx2.HTTPStatusError as exc:
+                if exc.response.status_code == 401 and attempt == 0:
                     await self._connect(refresh=True)  # expired token: log in again, once
                     continue
-                text = await response.text()
-                try:
-                    payload = json.loads(text) if text else {}
-                except json.JSONDecodeError:
-                    payload = {"message": text}
-                if response.status >= 400:
-                    _raise_for(response.status, payload)
-                return payload
+                raise _error(exc) from None
         raise KubeError(401, "Unauthorized", "login did not help")  # pragma: no cover
 
-    # --- typed helpers -----------------------------------------------------------------------
+    # --- the operations the operator makes ---------------------------------------------------
 
     async def get(
         self, api_version: str, kind: str, namespace: str | None, name: str
     ) -> dict[str, Any]:
-        result: dict[str, Any] = await self.request(
-            "GET", object_path(api_version, kind, namespace, name)
-        )
-        return result
+        view = _view(api_version, kind)
+        found = await self._call(lambda c: c.get(view, name, namespace=namespace))
+        return dict(found)
 
     async def get_or_none(
         self, api_version: str, kind: str, namespace: str | None, name: str
@@ -260,56 +264,61 @@ class KubeClient:
         namespace: str | None,
         *,
         labels: Mapping[str, str] | None = None,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        params = {}
-        if labels:
-            params["labelSelector"] = ",".join(f"{k}={v}" for k, v in labels.items())
-        result = await self.request("GET", object_path(api_version, kind, namespace), params=params)
-        items: list[dict[str, Any]] = list(result.get("items") or [])
-        # Not every server filters by label (the emulator does not): filter here as well.
-        if labels:
-            items = [i for i in items if _has_labels(i, labels)]
-        return items
+        """Every object (of ``namespace``; None: of all namespaces) with ``labels``; the first
+        ``limit`` only when given (one request)."""
+        view = _view(api_version, kind)
+        if namespace is None and _namespaced(api_version, kind):
+            namespace = ALL_NS
+        selector: dict[str, Any] | None = dict(labels) if labels else None
 
-    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        meta = manifest["metadata"]
-        path = object_path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"))
-        result: dict[str, Any] = await self.request(
-            "POST", path, body=manifest, params={"fieldManager": self._field_manager}
+        async def collect(client: AsyncClient) -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = []
+            listing: AsyncIterator[Any] = aiter(
+                client.list(view, namespace=namespace, labels=selector, chunk_size=limit)
+            )
+            async for item in listing:
+                items.append(dict(item))
+                if limit is not None and len(items) >= limit:
+                    break
+            return items
+
+        return await self._call(collect)
+
+    async def create(self, manifest: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        obj = _view(manifest["apiVersion"], manifest["kind"])(manifest)
+        created = await self._call(
+            lambda c: c.create(obj, field_manager=self._field_manager, dry_run=dry_run)
         )
-        return result
+        return dict(created)
+
+    async def replace(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT ``manifest``: with its ``metadata.resourceVersion``, a compare-and-swap."""
+        obj = _view(manifest["apiVersion"], manifest["kind"])(manifest)
+        replaced = await self._call(lambda c: c.replace(obj))
+        return dict(replaced)
 
     async def apply(
         self, manifest: Mapping[str, Any], *, field_manager: str | None = None
     ) -> dict[str, Any]:
-        """Server-side apply ``manifest`` (create it when the server cannot apply-create).
-
-        Forced: the operator owns what it renders (callers check ownership first: an object
-        that exists but is not the CR's is never applied over).
+        """Server-side apply ``manifest``, forced: the operator owns what it renders (callers
+        check ownership first: an object that exists but is not the CR's is never applied over).
         """
         meta = manifest["metadata"]
-        path = object_path(
-            manifest["apiVersion"], manifest["kind"], meta.get("namespace"), meta["name"]
+        view = _view(manifest["apiVersion"], manifest["kind"])
+        applied = await self._call(
+            lambda c: c.patch(
+                view,
+                meta["name"],
+                dict(manifest),
+                namespace=meta.get("namespace"),
+                patch_type=PatchType.APPLY,
+                field_manager=field_manager or self._field_manager,
+                force=True,
+            )
         )
-        params = {"fieldManager": field_manager or self._field_manager, "force": "true"}
-        for _ in range(3):
-            try:
-                result: dict[str, Any] = await self.request(
-                    "PATCH",
-                    path,
-                    body=manifest,
-                    params=params,
-                    content_type="application/apply-patch+yaml",
-                )
-                return result
-            except ResourceTypeMissing:
-                raise
-            except NotFound:
-                try:
-                    return await self.create(manifest)
-                except Conflict:
-                    continue  # created by someone else meanwhile: apply over it
-        raise Conflict(409, "Conflict", f"could not apply {manifest['kind']} {meta['name']}")
+        return dict(applied)
 
     async def merge_patch(
         self,
@@ -321,23 +330,30 @@ class KubeClient:
         *,
         subresource: str | None = None,
     ) -> dict[str, Any]:
-        result: dict[str, Any] = await self.request(
-            "PATCH",
-            object_path(api_version, kind, namespace, name, subresource),
-            body=patch,
-            content_type="application/merge-patch+json",
+        view = _view(api_version, kind, subresource)
+        patched = await self._call(
+            lambda c: c.patch(
+                view, name, dict(patch), namespace=namespace, patch_type=PatchType.MERGE
+            )
         )
-        return result
+        return dict(patched)
 
     async def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
         """Delete with background propagation; False when it was already gone."""
+        view = _view(api_version, kind)
         try:
-            await self.request(
-                "DELETE",
-                object_path(api_version, kind, namespace, name),
-                body={"propagationPolicy": "Background"},
+            await self._call(
+                lambda c: c.delete(view, name, namespace=namespace, cascade=CascadeType.BACKGROUND)
             )
         except NotFound:
+            return False
+        return True
+
+    async def served(self, api_version: str, kind: str, namespace: str | None = None) -> bool:
+        """Whether the server serves ``kind`` (False: its CRD is not installed)."""
+        try:
+            await self.list(api_version, kind, namespace, limit=1)
+        except ResourceTypeMissing:
             return False
         return True
 
@@ -349,8 +365,3 @@ class KubeClient:
         ):
             response.raise_for_status()
             return await response.text()
-
-
-def _has_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    actual = obj.get("metadata", {}).get("labels") or {}
-    return all(actual.get(k) == v for k, v in labels.items())

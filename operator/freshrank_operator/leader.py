@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from freshrank_operator.kube import Conflict, KubeClient, NotFound, object_path
+from freshrank_operator.kube import Conflict, KubeClient
 
 __all__ = ["LEASE_API_VERSION", "LeadershipLost", "LeaseElector"]
 
@@ -54,9 +54,6 @@ class LeaseElector:
     _observed_at: float = field(default=0.0, repr=False)
     _observed_duration: float = field(default=0.0, repr=False)
 
-    def _path(self, named: bool = True) -> str:
-        return object_path(LEASE_API_VERSION, "Lease", self.namespace, self.name if named else None)
-
     def _observe(self, spec: dict[str, Any]) -> None:
         record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("acquireTime"))
         if record != self._observed:
@@ -86,9 +83,8 @@ class LeaseElector:
 
     async def try_acquire_or_renew(self) -> bool:
         """One attempt; True when this replica holds the Lease afterwards."""
-        try:
-            lease: dict[str, Any] = await self.client.request("GET", self._path())
-        except NotFound:
+        lease = await self.client.get_or_none(LEASE_API_VERSION, "Lease", self.namespace, self.name)
+        if lease is None:
             spec = self._spec({})
             body = {
                 "apiVersion": LEASE_API_VERSION,
@@ -97,7 +93,7 @@ class LeaseElector:
                 "spec": spec,
             }
             try:
-                await self.client.request("POST", self._path(named=False), body=body)
+                await self.client.create(body)
             except Conflict:
                 return False  # another replica created it first
             return self._won(spec)
@@ -108,7 +104,7 @@ class LeaseElector:
             return False
         lease["spec"] = self._spec(spec)
         try:
-            await self.client.request("PUT", self._path(), body=lease)  # resourceVersion: CAS
+            await self.client.replace(lease)  # its resourceVersion: a compare-and-swap
         except Conflict:
             return False
         return self._won(lease["spec"])
@@ -161,12 +157,12 @@ class LeaseElector:
             return
         self.leading = False
         try:
-            lease: dict[str, Any] = await self.client.request("GET", self._path())
+            lease = await self.client.get(LEASE_API_VERSION, "Lease", self.namespace, self.name)
             spec = dict(lease.get("spec") or {})
             if spec.get("holderIdentity") != self.identity:
                 return
             spec.update(holderIdentity=None, leaseDurationSeconds=1, renewTime=_micro_time())
             lease["spec"] = spec
-            await self.client.request("PUT", self._path(), body=lease)
+            await self.client.replace(lease)
         except Exception as exc:  # it expires by itself
             log.warning("lease release failed", extra={"error": str(exc)})

@@ -44,5 +44,13 @@ class KopfRoutineFilter(logging.Filter):
         return _ROUTINE.fullmatch(record.getMessage()) is None
 
 
+# The Kubernetes client's HTTP library (lightkube's httpx2) logs every request at INFO: a status
+# write or an apply is the operator's decision, logged by the operator once, not per request.
+HTTP_LOGGERS = ("httpx2", "httpcore2")
+
+
 def setup_operator_logging(level: str = "INFO") -> logging.Handler:
-    return setup_logging(level, formatter=OperatorJsonFormatter(), filters=[KopfRoutineFilter()])
+    handler = setup_logging(level, formatter=OperatorJsonFormatter(), filters=[KopfRoutineFilter()])
+    for name in HTTP_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return handler

@@ -22,6 +22,7 @@ from freshrank_operator.kube import (
     KubeError,
     NotFound,
     ResourceTypeMissing,
+    plural,
 )
 from freshrank_operator.observe import Buckets, TrainerReport, parse_latency_buckets
 from freshrank_operator.status import Problem, WorkloadState, workload_state
@@ -343,10 +344,8 @@ def child_field(manifest: Mapping[str, Any]) -> str:
 
 
 def _plural(api_version: str, kind: str) -> str:
-    from freshrank_operator.kube import PLURALS
-
     group = api_version.split("/")[0] if "/" in api_version else ""
-    return f"{PLURALS[kind]}.{group}" if group else PLURALS[kind]
+    return f"{plural(api_version, kind)}.{group}" if group else plural(api_version, kind)
 
 
 def _failure_message(manifest: Mapping[str, Any], exc: KubeError) -> str:

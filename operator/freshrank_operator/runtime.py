@@ -18,7 +18,7 @@ from freshrank_operator import crd
 from freshrank_operator.config import OperatorConfig
 from freshrank_operator.crd import API_VERSION, KIND
 from freshrank_operator.handlers import Runtime, register
-from freshrank_operator.kube import KubeClient, NotFound, object_path
+from freshrank_operator.kube import KubeClient
 from freshrank_operator.leader import LeadershipLost, LeaseElector
 
 __all__ = ["make_settings", "run_operator"]
@@ -73,9 +73,8 @@ class _Processing:
         if client is None:
             return "no API client yet"
         namespaces = self.runtime.config.namespace_list
-        path = object_path(API_VERSION, KIND, namespaces[0] if namespaces else None)
         try:
-            await client.request("GET", path, params={"limit": "1"})
+            await client.list(API_VERSION, KIND, namespaces[0] if namespaces else None, limit=1)
             self._unserved = None
         except Exception as exc:  # 404: no CRD; 403: no RBAC; unreachable API server
             self._unserved = f"cannot list {crd.PLURAL}.{crd.GROUP}: {exc}"
@@ -193,10 +192,10 @@ async def _require_peering(runtime: Runtime) -> None:
     """Kopf peering without its CRDs processes nothing and says nothing: refuse to start."""
     if runtime.client is None:
         runtime.client = KubeClient(runtime.credentials)
-    try:
-        await runtime.client.request("GET", "/apis/kopf.dev/v1")
-    except NotFound:
+    namespaces = runtime.config.namespace_list
+    peering = ("KopfPeering", namespaces[0]) if namespaces else ("ClusterKopfPeering", None)
+    if not await runtime.client.served("kopf.dev/v1", *peering):
         raise SystemExit(
             "--standalone=false needs Kopf's peering CRDs (kopf.dev/v1 is not served); "
             "use --leader-election for several replicas"
-        ) from None
+        )

@@ -19,6 +19,7 @@ from typing import Any
 from freshrank_operator import crd
 from freshrank_operator.config import OperatorConfig
 from freshrank_operator.handlers import Runtime
+from freshrank_operator.kube import plural
 from freshrank_operator.runtime import run_operator
 
 __all__ = [
@@ -30,34 +31,46 @@ __all__ = [
     "operator_thread",
 ]
 
-CR_RESOURCE = f"{crd.GROUP}/{crd.VERSION}/{crd.PLURAL}"
+
+def _resource(api_version: str, kind: str) -> str:
+    """kmock's name for ``kind``'s resource (plural from the client's resource classes)."""
+    return f"{api_version}/{plural(api_version, kind)}"
+
+
+CR_RESOURCE = _resource(crd.API_VERSION, crd.KIND)
 
 # (resource, kind, namespaced, subresources) for every kind the operator touches.
 RESOURCES: list[tuple[str, str, bool, set[str]]] = [
-    (CR_RESOURCE, crd.KIND, True, {"status", "scale"}),
-    ("v1/configmaps", "ConfigMap", True, set()),
-    ("v1/secrets", "Secret", True, set()),
-    ("v1/services", "Service", True, set()),
-    ("v1/pods", "Pod", True, {"status"}),
-    ("v1/events", "Event", True, set()),
-    ("v1/persistentvolumeclaims", "PersistentVolumeClaim", True, set()),
-    ("v1/namespaces", "Namespace", False, set()),
-    ("apps/v1/deployments", "Deployment", True, {"status", "scale"}),
-    ("apps/v1/statefulsets", "StatefulSet", True, {"status", "scale"}),
-    ("autoscaling/v2/horizontalpodautoscalers", "HorizontalPodAutoscaler", True, {"status"}),
-    ("keda.sh/v1alpha1/scaledobjects", "ScaledObject", True, {"status"}),
-    ("networking.k8s.io/v1/networkpolicies", "NetworkPolicy", True, set()),
+    (_resource(api_version, kind), kind, namespaced, subresources)
+    for api_version, kind, namespaced, subresources in (
+        (crd.API_VERSION, crd.KIND, True, {"status", "scale"}),
+        ("v1", "ConfigMap", True, set()),
+        ("v1", "Secret", True, set()),
+        ("v1", "Service", True, set()),
+        ("v1", "Pod", True, {"status"}),
+        ("v1", "Event", True, set()),
+        ("v1", "PersistentVolumeClaim", True, set()),
+        ("v1", "Namespace", False, set()),
+        ("apps/v1", "Deployment", True, {"status", "scale"}),
+        ("apps/v1", "StatefulSet", True, {"status", "scale"}),
+        ("autoscaling/v2", "HorizontalPodAutoscaler", True, {"status"}),
+        ("keda.sh/v1alpha1", "ScaledObject", True, {"status"}),
+        ("networking.k8s.io/v1", "NetworkPolicy", True, set()),
+    )
 ]
 
 CHILD_RESOURCES = {
-    "ConfigMap": "v1/configmaps",
-    "Service": "v1/services",
-    "PersistentVolumeClaim": "v1/persistentvolumeclaims",
-    "Deployment": "apps/v1/deployments",
-    "StatefulSet": "apps/v1/statefulsets",
-    "HorizontalPodAutoscaler": "autoscaling/v2/horizontalpodautoscalers",
-    "ScaledObject": "keda.sh/v1alpha1/scaledobjects",
-    "NetworkPolicy": "networking.k8s.io/v1/networkpolicies",
+    kind: _resource(api_version, kind)
+    for api_version, kind in (
+        ("v1", "ConfigMap"),
+        ("v1", "Service"),
+        ("v1", "PersistentVolumeClaim"),
+        ("apps/v1", "Deployment"),
+        ("apps/v1", "StatefulSet"),
+        ("autoscaling/v2", "HorizontalPodAutoscaler"),
+        ("keda.sh/v1alpha1", "ScaledObject"),
+        ("networking.k8s.io/v1", "NetworkPolicy"),
+    )
 }
 
 

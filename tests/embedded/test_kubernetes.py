@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from kube_assets import envtest_assets
+from lightkube.models.authentication_v1 import TokenRequestSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import ServiceAccount
 
 from freshrank.embedded.kubernetes import EmbeddedKubernetes
 from freshrank_operator.kube import Credentials, KubeClient, KubeError
@@ -37,36 +39,45 @@ async def test_rbac_decides_for_a_service_account_token(kube_cluster: EmbeddedKu
     """Service-account keys sign TokenRequest tokens; RBAC denies until a binding allows."""
     async with _client(kube_cluster, kube_cluster.token) as admin:
         namespace = "rbac-check"
-        await admin.request("POST", "/api/v1/namespaces", body={"metadata": {"name": namespace}})
-        sa_path = f"/api/v1/namespaces/{namespace}/serviceaccounts"
-        await admin.request("POST", sa_path, body={"metadata": {"name": "reader"}})
-        request: dict[str, Any] = await admin.request(
-            "POST", f"{sa_path}/reader/token", body={"spec": {"expirationSeconds": 600}}
+        await admin.create(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
         )
-        token = request["status"]["token"]
-        async with _client(kube_cluster, token) as reader:
-            secrets = f"/api/v1/namespaces/{namespace}/secrets"
+        account = {"name": "reader", "namespace": namespace}
+        await admin.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": account})
+        issued = await (await admin.native()).create(
+            ServiceAccount.Token(
+                metadata=ObjectMeta(), spec=TokenRequestSpec(audiences=[], expirationSeconds=600)
+            ),
+            "reader",
+            namespace=namespace,
+        )
+        assert issued.status is not None
+        async with _client(kube_cluster, issued.status.token) as reader:
             with pytest.raises(KubeError) as denied:
-                await reader.request("GET", secrets)
+                await reader.list("v1", "Secret", namespace)
             assert denied.value.status == 403
+            rbac = "rbac.authorization.k8s.io/v1"
             role = {
-                "metadata": {"name": "read-secrets"},
+                "apiVersion": rbac,
+                "kind": "Role",
+                "metadata": {"name": "read-secrets", "namespace": namespace},
                 "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}],
             }
-            rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
-            await admin.request("POST", f"{rbac}/roles", body=role)
+            await admin.create(role)
             binding = {
-                "metadata": {"name": "reader-reads"},
+                "apiVersion": rbac,
+                "kind": "RoleBinding",
+                "metadata": {"name": "reader-reads", "namespace": namespace},
                 "roleRef": {
                     "apiGroup": "rbac.authorization.k8s.io",
                     "kind": "Role",
                     "name": "read-secrets",
                 },
-                "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+                "subjects": [{"kind": "ServiceAccount", **account}],
             }
-            await admin.request("POST", f"{rbac}/rolebindings", body=binding)
-            assert (await reader.request("GET", secrets))["kind"] == "SecretList"
-        await admin.request("DELETE", f"/api/v1/namespaces/{namespace}")
+            await admin.create(binding)
+            assert isinstance(await reader.list("v1", "Secret", namespace), list)
+        await admin.delete("v1", "Namespace", None, namespace)
 
 
 def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:

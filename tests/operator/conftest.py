@@ -1,5 +1,6 @@
 """Operator fixtures: the real API server (envtest) with the CRD installed, a client and a
-namespace per test; and kmock's KubernetesEmulator for the pure unit checks that remain."""
+namespace per test; and kmock's KubernetesEmulator, for the checks of the emulator itself (the
+operator benchmark runs on it)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from typing import Any
 
 import kmock
 import pytest
-from envtest import ClusterApi, credentials, install_crd, new_namespace
-from kube_harness import FakeApi
+from envtest import ClusterApi, credentials, delete_namespace, install_crd, new_namespace
 
 from freshrank.embedded.kubernetes import EmbeddedKubernetes
 from freshrank_operator.kube import KubeClient
@@ -39,7 +39,7 @@ async def namespace(kube: KubeClient, recdep_crd: dict[str, Any]) -> AsyncIterat
     """A fresh namespace for this test (the CRD installed); deleted afterwards."""
     name = await new_namespace(kube)
     yield name
-    await kube.request("DELETE", f"/api/v1/namespaces/{name}")
+    await delete_namespace(kube, name)
 
 
 @pytest.fixture
@@ -51,8 +51,3 @@ def cluster_api(kube: KubeClient, namespace: str) -> ClusterApi:
 async def emulator() -> AsyncIterator[kmock.KubernetesEmulator]:
     async with make_emulator() as handler, kmock.Server(handler):
         yield handler
-
-
-@pytest.fixture
-def api(emulator: kmock.KubernetesEmulator) -> FakeApi:
-    return FakeApi(emulator)

@@ -17,18 +17,24 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from lightkube.models.authentication_v1 import TokenRequestSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import ServiceAccount
+
 from freshrank.embedded.kubernetes import EmbeddedKubernetes, KubectlError, kubeconfig_document
 from freshrank_operator import crd, render
 from freshrank_operator.config import OperatorConfig
 from freshrank_operator.handlers import Runtime
-from freshrank_operator.kube import Credentials, KubeClient, NotFound
+from freshrank_operator.kube import Credentials, KubeClient
 from freshrank_operator.testing import operator_thread
 
 __all__ = [
     "CHILD_KINDS",
     "ClusterApi",
+    "apiserver_metrics",
     "cluster_config",
     "credentials",
+    "delete_namespace",
     "eventually",
     "example_cr",
     "grant_chart_rbac",
@@ -41,7 +47,7 @@ __all__ = [
 
 CRD_NAME = f"{crd.PLURAL}.{crd.GROUP}"
 CHART_FILES = Path(__file__).resolve().parents[2] / "charts" / "freshrank" / "files"
-_RBAC = "/apis/rbac.authorization.k8s.io/v1"
+_RBAC = "rbac.authorization.k8s.io/v1"
 CHILD_KINDS = {
     "ConfigMap": "v1",
     "Service": "v1",
@@ -62,11 +68,14 @@ def install_crd(cluster: EmbeddedKubernetes) -> dict[str, Any]:
     import yaml
 
     cluster.kubectl("apply", "--server-side", "-f", str(crd.crd_path()))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
-    # The CRs' endpoint can lag the Established condition by a moment.
+    # `kubectl wait` fails at once while a new CRD has no status yet, and the CRs' endpoint
+    # can lag the Established condition by a moment: both are retried.
     deadline = time.monotonic() + 60
     while True:
         try:
+            cluster.kubectl(
+                "wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}"
+            )
             cluster.kubectl("get", CRD_NAME, "--all-namespaces")
             break
         except KubectlError:
@@ -88,21 +97,35 @@ def example_cr(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
 
 async def new_namespace(client: KubeClient, labels: Mapping[str, str] | None = None) -> str:
     name = f"t-{uuid.uuid4().hex[:10]}"
-    body = {"metadata": {"name": name, "labels": dict(labels or {})}}
-    await client.request("POST", "/api/v1/namespaces", body=body)
+    metadata = {"name": name, "labels": dict(labels or {})}
+    await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata})
     return name
 
 
-async def service_account_token(client: KubeClient, namespace: str, name: str) -> str:
-    """A TokenRequest token of ServiceAccount ``namespace/name`` (created here): what RBAC
-    then allows it is what a pod of that account could do."""
-    accounts = f"/api/v1/namespaces/{namespace}/serviceaccounts"
-    await client.request("POST", accounts, body={"metadata": {"name": name}})
-    issued = await client.request(
-        "POST", f"{accounts}/{name}/token", body={"spec": {"expirationSeconds": 3600}}
+async def delete_namespace(client: KubeClient, name: str) -> None:
+    await client.delete("v1", "Namespace", None, name)
+
+
+async def service_account_token(
+    client: KubeClient, namespace: str, name: str, *, create: bool = True
+) -> str:
+    """A TokenRequest token of ServiceAccount ``namespace/name`` (created here unless
+    ``create`` is False): what RBAC then allows it is what a pod of that account could do."""
+    if create:
+        metadata = {"name": name, "namespace": namespace}
+        await client.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata})
+    request = ServiceAccount.Token(
+        metadata=ObjectMeta(), spec=TokenRequestSpec(audiences=[], expirationSeconds=3600)
     )
-    token: str = issued["status"]["token"]
-    return token
+    lightkube = await client.native()
+    issued = await lightkube.create(request, name, namespace=namespace)
+    assert issued.status is not None
+    return issued.status.token
+
+
+async def apiserver_metrics(cluster: EmbeddedKubernetes) -> str:
+    """The API server's Prometheus text (a non-resource path: no client kind for it)."""
+    return await asyncio.to_thread(cluster.kubectl, "get", "--raw", "/metrics")
 
 
 def kubeconfig_for(cluster: EmbeddedKubernetes, token: str, path: Path) -> Path:
@@ -168,14 +191,9 @@ class ClusterApi:
     def __init__(self, client: KubeClient, namespace: str) -> None:
         self.client = client
         self.namespace = namespace
-        self.cr_path = f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{namespace}/{crd.PLURAL}"
 
     async def cr(self, name: str) -> dict[str, Any] | None:
-        try:
-            found: dict[str, Any] = await self.client.request("GET", f"{self.cr_path}/{name}")
-        except NotFound:
-            return None
-        return found
+        return await self.client.get_or_none(crd.API_VERSION, crd.KIND, self.namespace, name)
 
     async def status(self, name: str) -> dict[str, Any]:
         return dict(((await self.cr(name)) or {}).get("status") or {})
@@ -188,20 +206,17 @@ class ClusterApi:
         raise AssertionError(f"no {type_} condition yet: {status}")
 
     async def create_cr(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        created: dict[str, Any] = await self.client.request("POST", self.cr_path, body=dict(body))
-        return created
+        return await self.client.create(
+            {**body, "metadata": {"namespace": self.namespace, **body["metadata"]}}
+        )
 
     async def patch_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-        patched: dict[str, Any] = await self.client.request(
-            "PATCH",
-            f"{self.cr_path}/{name}",
-            body={"spec": dict(spec)},
-            content_type="application/merge-patch+json",
+        return await self.client.merge_patch(
+            crd.API_VERSION, crd.KIND, self.namespace, name, {"spec": dict(spec)}
         )
-        return patched
 
     async def delete_cr(self, name: str) -> None:
-        await self.client.request("DELETE", f"{self.cr_path}/{name}")
+        await self.client.delete(crd.API_VERSION, crd.KIND, self.namespace, name)
 
     async def get(self, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
         return await self.client.get_or_none(api_version, kind, self.namespace, name)
@@ -305,29 +320,21 @@ async def grant_chart_rbac(client: KubeClient, namespace: str, account: str) -> 
     subject = [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]
     cluster_role = f"freshrank-cluster-{namespace}-{account}"
     bindings = (
-        (
-            f"{_RBAC}/clusterroles",
-            f"{_RBAC}/clusterrolebindings",
-            "ClusterRole",
-            cluster_role,
-            "cluster-rules.yaml",
-        ),
-        (
-            f"{_RBAC}/namespaces/{namespace}/roles",
-            f"{_RBAC}/namespaces/{namespace}/rolebindings",
-            "Role",
-            account,
-            "rbac-rules.yaml",
-        ),
+        ("ClusterRole", {"name": cluster_role}, "cluster-rules.yaml"),
+        ("Role", {"name": account, "namespace": namespace}, "rbac-rules.yaml"),
     )
-    for roles, role_bindings, kind, name, rules in bindings:
-        await client.request(
-            "POST", roles, body={"metadata": {"name": name}, "rules": chart_rules(rules)}
+    for kind, metadata, rules in bindings:
+        await client.create(
+            {"apiVersion": _RBAC, "kind": kind, "metadata": metadata, "rules": chart_rules(rules)}
         )
-        role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name}
-        await client.request(
-            "POST",
-            role_bindings,
-            body={"metadata": {"name": name}, "roleRef": role_ref, "subjects": subject},
+        role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": metadata["name"]}
+        await client.create(
+            {
+                "apiVersion": _RBAC,
+                "kind": f"{kind}Binding",
+                "metadata": metadata,
+                "roleRef": role_ref,
+                "subjects": subject,
+            }
         )
     return cluster_role

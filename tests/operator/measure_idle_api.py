@@ -58,18 +58,24 @@ def _totals(text: str) -> dict[str, float]:
     return totals
 
 
-async def _window(client: Any, seconds: float) -> dict[str, float]:
-    before = _totals((await client.request("GET", "/metrics"))["message"])
+async def _metrics(cluster: Any) -> str:
+    # a non-resource path: read with kubectl (the same request in every window)
+    text: str = await asyncio.to_thread(cluster.kubectl, "get", "--raw", "/metrics")
+    return text
+
+
+async def _window(cluster: Any, seconds: float) -> dict[str, float]:
+    before = _totals(await _metrics(cluster))
     await asyncio.sleep(seconds)
-    after = _totals((await client.request("GET", "/metrics"))["message"])
+    after = _totals(await _metrics(cluster))
     return {k: after[k] - before.get(k, 0.0) for k in after if after[k] - before.get(k, 0.0)}
 
 
-async def _settle(client: Any, quiet_s: float = 10.0, timeout: float = 300.0) -> None:
+async def _settle(cluster: Any, quiet_s: float = 10.0, timeout: float = 300.0) -> None:
     moving = ("POST pods", "PATCH recommenderdeployments/status", "PUT deployments/status")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        counted = await _window(client, quiet_s)
+        counted = await _window(cluster, quiet_s)
         if not any(key in counted for key in moving):
             return
 
@@ -101,8 +107,8 @@ async def measure(args: argparse.Namespace) -> None:
 
         async with KubeClient(login) as client:
             namespace = f"idle-{uuid.uuid4().hex[:6]}"
-            await client.request(
-                "POST", "/api/v1/namespaces", body={"metadata": {"name": namespace}}
+            await client.create(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
             )
             env = {
                 **os.environ,
@@ -131,27 +137,26 @@ async def measure(args: argparse.Namespace) -> None:
                 stderr=subprocess.DEVNULL,
             )
             try:
-                path = f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{namespace}/{crd.PLURAL}"
                 for i in range(args.crs):
                     body = {
                         "apiVersion": crd.API_VERSION,
                         "kind": crd.KIND,
-                        "metadata": {"name": f"idle-{i}"},
+                        "metadata": {"name": f"idle-{i}", "namespace": namespace},
                         "spec": {"kafka": {"bootstrapServers": "127.0.0.1:9"}},
                     }
-                    await client.request("POST", path, body=body)
+                    await client.create(body)
                 deadline = time.monotonic() + 300
                 while time.monotonic() < deadline:
-                    items = (await client.request("GET", path))["items"]
+                    items = await client.list(crd.API_VERSION, crd.KIND, namespace)
                     if all((i.get("status") or {}).get("observedGeneration") for i in items):
                         break
                     await asyncio.sleep(1)
-                await _settle(client)
-                running = await _window(client, args.window)
+                await _settle(cluster)
+                running = await _window(cluster, args.window)
             finally:
                 operator.send_signal(signal.SIGTERM)
                 await asyncio.to_thread(operator.wait, 60)
-            stopped = await _window(client, args.window)
+            stopped = await _window(cluster, args.window)
     scale = 60.0 / args.window
     keys = sorted(set(running) | set(stopped))
     print(f"idle API requests/min, {args.crs} CRs, operator {args.operator_path}")

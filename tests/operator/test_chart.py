@@ -12,7 +12,7 @@ from freshrank.core.settings import env_name
 from freshrank_operator import crd, reconcile
 from freshrank_operator.config import OperatorConfig
 from freshrank_operator.handlers import WATCHED_CHILDREN
-from freshrank_operator.kube import PLURALS
+from freshrank_operator.kube import plural
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "freshrank"
 
@@ -55,9 +55,9 @@ def test_rbac_covers_what_the_operator_does() -> None:
     needed |= {(crd.GROUP, f"{crd.PLURAL}/status", "patch")}
     for api_version, kind in reconcile.CHILD_KINDS:
         for verb in ("get", "list", "create", "patch", "delete"):
-            needed.add((_group(api_version), PLURALS[kind], verb))
-    for api_version, _kind, plural in WATCHED_CHILDREN:
-        needed.add((_group(api_version), plural, "watch"))
+            needed.add((_group(api_version), plural(api_version, kind), verb))
+    for api_version, _kind, resource in WATCHED_CHILDREN:
+        needed.add((_group(api_version), resource, "watch"))
     needed |= {(crd.GROUP, crd.PLURAL, "watch"), ("", "persistentvolumeclaims", "watch")}
     needed |= {("", "secrets", verb) for verb in ("get", "list", "watch", "create")}
     needed |= {("", "pods", "list"), ("", "pods", "watch")}

@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 import yaml
-from envtest import ClusterApi, cluster_config, eventually, example_cr, new_namespace
+from envtest import (
+    ClusterApi,
+    cluster_config,
+    delete_namespace,
+    eventually,
+    example_cr,
+    new_namespace,
+    service_account_token,
+)
 
 from freshrank.embedded.kubernetes import EmbeddedKubernetes, kubeconfig_document
 from freshrank_operator import render
@@ -46,7 +54,7 @@ async def restricted_namespaces(
     names = (await new_namespace(kube, RESTRICTED), await new_namespace(kube, RESTRICTED))
     yield names
     for name in names:
-        await kube.request("DELETE", f"/api/v1/namespaces/{name}")
+        await delete_namespace(kube, name)
 
 
 def _template(helm: Path, release: str, namespace: str, *values: str) -> str:
@@ -95,15 +103,9 @@ async def test_the_chart_installs_and_its_operator_works_with_only_its_rbac(
 
     # The operator as the chart's ServiceAccount (the Pod cannot run here: no kubelet).
     account = f"{release}-operator"
-    token = await kube.request(
-        "POST",
-        f"/api/v1/namespaces/{release_ns}/serviceaccounts/{account}/token",
-        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
-    )
+    token = await service_account_token(kube, release_ns, account, create=False)
     kubeconfig = tmp_path / "operator.kubeconfig"
-    document = kubeconfig_document(
-        kube_cluster.server, token["status"]["token"], kube_cluster.ca_data()
-    )
+    document = kubeconfig_document(kube_cluster.server, token, kube_cluster.ca_data())
     kubeconfig.write_text(yaml.safe_dump(document))
     config = cluster_config(
         kube_cluster,

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from envtest import ClusterApi, cluster_config, eventually, example_cr
+from envtest import ClusterApi, cluster_config, eventually, example_cr, service_account_token
 
 from freshrank.embedded import free_port
 from freshrank.embedded.kubernetes import EmbeddedKubernetes, kubeconfig_document
@@ -105,20 +105,9 @@ async def test_readyz_is_503_while_the_operator_cannot_process(
 ) -> None:
     """Logged in as an account without RBAC: Kopf starts, yet nothing can be processed."""
     namespace = cluster_api.namespace
-    await kube.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts",
-        body={"metadata": {"name": "nobody"}},
-    )
-    token = await kube.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/nobody/token",
-        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
-    )
+    token = await service_account_token(kube, namespace, "nobody")
     kubeconfig = tmp_path / "nobody.kubeconfig"
-    document = kubeconfig_document(
-        kube_cluster.server, token["status"]["token"], kube_cluster.ca_data()
-    )
+    document = kubeconfig_document(kube_cluster.server, token, kube_cluster.ca_data())
     kubeconfig.write_text(yaml.safe_dump(document))
     port = free_port()
     config = cluster_config(

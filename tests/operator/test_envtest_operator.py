@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from envtest import ClusterApi, eventually, example_cr, running_operator
+from envtest import ClusterApi, apiserver_metrics, eventually, example_cr, running_operator
 
 from freshrank.embedded.kubernetes import EmbeddedKubernetes
 from freshrank_operator import reconcile
@@ -108,10 +108,13 @@ async def test_pods_the_controllers_cannot_create_degrade_the_cr_naming_the_chil
     kube_cluster: EmbeddedKubernetes, namespace: str, cluster_api: ClusterApi
 ) -> None:
     """A quota of zero pods: the ReplicaSet and StatefulSet controllers are refused."""
-    await cluster_api.client.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/resourcequotas",
-        body={"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}},
+    await cluster_api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "no-pods"},
+            "spec": {"hard": {"pods": "0"}},
+        }
     )
     async with running_operator(kube_cluster, namespace):
         await cluster_api.create_cr(example_cr("shop", namespace))
@@ -273,18 +276,20 @@ def _request_total(metrics: str) -> dict[str, float]:
     return totals
 
 
-async def _metrics(client: KubeClient) -> dict[str, float]:
-    return _request_total((await client.request("GET", "/metrics"))["message"])
+async def _metrics(cluster: EmbeddedKubernetes) -> dict[str, float]:
+    return _request_total(await apiserver_metrics(cluster))
 
 
-async def _settle(client: KubeClient, quiet_s: float = 10.0, timeout: float = 180.0) -> None:
+async def _settle(
+    cluster: EmbeddedKubernetes, quiet_s: float = 10.0, timeout: float = 180.0
+) -> None:
     """Until the controllers have created every pod and no CR status is being written."""
     moving = ("POST pods", "PATCH recommenderdeployments/status", "PUT deployments/status")
     deadline = time.monotonic() + timeout
-    last = await _metrics(client)
+    last = await _metrics(cluster)
     while time.monotonic() < deadline:
         await asyncio.sleep(quiet_s)
-        now = await _metrics(client)
+        now = await _metrics(cluster)
         if all(now.get(key, 0.0) == last.get(key, 0.0) for key in moving):
             return
         last = now
@@ -300,7 +305,6 @@ async def idle_requests(
     """API requests by "VERB resource" over ``window_s`` once ``count`` CRs are reconciled and
     the cluster settled: with the operator running, then with it stopped (the controller
     manager's own traffic), so that the difference is the operator's."""
-    client = cluster_api.client
     async with running_operator(kube_cluster, namespace, tick_seconds=5.0):
         for i in range(count):
             await cluster_api.create_cr(example_cr(f"idle-{i}", namespace))
@@ -310,14 +314,14 @@ async def idle_requests(
                 return (await cluster_api.status(f"idle-{i}")).get("observedGeneration") == 1
 
             await eventually(reconciled, timeout=120)
-        await _settle(client)
-        before = await _metrics(client)
+        await _settle(kube_cluster)
+        before = await _metrics(kube_cluster)
         await asyncio.sleep(window_s)
-        after = await _metrics(client)
+        after = await _metrics(kube_cluster)
     running = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
-    before = await _metrics(client)
+    before = await _metrics(kube_cluster)
     await asyncio.sleep(window_s)
-    after = await _metrics(client)
+    after = await _metrics(kube_cluster)
     stopped = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
     return running, stopped
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from bad_crs import EXAMPLES
-from envtest import eventually, new_namespace, running_operator
+from envtest import delete_namespace, eventually, new_namespace, running_operator
 
 from freshrank.embedded.kubernetes import EmbeddedKubernetes
 from freshrank_operator import render
@@ -27,7 +27,7 @@ RESTRICTED = {
 async def restricted_namespace(kube: KubeClient, recdep_crd: dict[str, Any]) -> AsyncIterator[str]:
     name = await new_namespace(kube, RESTRICTED)
     yield name
-    await kube.request("DELETE", f"/api/v1/namespaces/{name}")
+    await delete_namespace(kube, name)
 
 
 def _cr(path: Path, namespace: str) -> dict[str, Any]:
@@ -62,13 +62,7 @@ def _as_pod(workload: dict[str, Any], namespace: str) -> dict[str, Any]:
 
 
 async def _dry_run_create(client: KubeClient, pod: dict[str, Any]) -> dict[str, Any]:
-    created: dict[str, Any] = await client.request(
-        "POST",
-        f"/api/v1/namespaces/{pod['metadata']['namespace']}/pods",
-        body=pod,
-        params={"dryRun": "All"},
-    )
-    return created
+    return await client.create(pod, dry_run=True)
 
 
 async def test_the_namespace_enforces_restricted(
@@ -113,11 +107,7 @@ async def test_the_controllers_create_every_pod_in_a_restricted_namespace(
         "spec": {"kafka": {"bootstrapServers": "127.0.0.1:9"}},
     }
     async with running_operator(kube_cluster, restricted_namespace):
-        await kube.request(
-            "POST",
-            f"/apis/freshrank.io/v1alpha1/namespaces/{restricted_namespace}/recommenderdeployments",
-            body=cr,
-        )
+        await kube.create(cr)
 
         async def components() -> set[str]:
             pods = await kube.list(

@@ -13,11 +13,13 @@ import pytest
 import yaml
 from envtest import (
     ClusterApi,
+    delete_namespace,
     eventually,
     example_cr,
     grant_chart_rbac,
     new_namespace,
     running_operator,
+    service_account_token,
 )
 
 from freshrank.embedded.kubernetes import EmbeddedKubernetes, kubeconfig_document
@@ -65,7 +67,7 @@ async def test_network_policy_and_admin_key_are_owned_and_collected_with_the_cr(
 async def other_namespace(kube: KubeClient, recdep_crd: dict[str, Any]) -> AsyncIterator[str]:
     name = await new_namespace(kube)
     yield name
-    await kube.request("DELETE", f"/api/v1/namespaces/{name}")
+    await delete_namespace(kube, name)
 
 
 async def _service_account_kubeconfig(
@@ -75,27 +77,16 @@ async def _service_account_kubeconfig(
     ``watchNamespaces: [namespace]``: its ClusterRole (cluster reads only) and a Role in the
     watched namespace. Returns the account's name; ``path`` gets a kubeconfig with its token."""
     name = "freshrank-operator"
-    await kube.request(
-        "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", body={"metadata": {"name": name}}
-    )
+    token = await service_account_token(kube, namespace, name)
     await grant_chart_rbac(kube, namespace, name)
-    token = await kube.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
-    )
-    document = kubeconfig_document(
-        kube_cluster.server, token["status"]["token"], kube_cluster.ca_data()
-    )
+    document = kubeconfig_document(kube_cluster.server, token, kube_cluster.ca_data())
     path.write_text(yaml.safe_dump(document))  # noqa: ASYNC240 (a small local file)
     return f"system:serviceaccount:{namespace}:{name}"
 
 
 async def _can(kube: KubeClient, user: str, verb: str, resource: str, namespace: str) -> bool:
-    review = await kube.request(
-        "POST",
-        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-        body={
+    review = await kube.create(
+        {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SubjectAccessReview",
             "spec": {
@@ -103,7 +94,7 @@ async def _can(kube: KubeClient, user: str, verb: str, resource: str, namespace:
                 "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
                 "resourceAttributes": {"verb": verb, "resource": resource, "namespace": namespace},
             },
-        },
+        }
     )
     return bool(review["status"].get("allowed"))
 

@@ -47,10 +47,8 @@ async def test_lists_honour_label_selectors_and_fetches_find_by_key(
     async with _client(emulator) as client:
         for i in range(20):
             await client.apply(_config_map(f"cm-{i}", app="x" if i % 2 else "y"))
-        listed = await client.request(
-            "GET", f"/api/v1/namespaces/{NS}/configmaps", params={"labelSelector": "app=x"}
-        )
-        assert sorted(i["metadata"]["name"] for i in listed["items"]) == sorted(
+        listed = await client.list("v1", "ConfigMap", NS, labels={"app": "x"})
+        assert sorted(i["metadata"]["name"] for i in listed) == sorted(
             f"cm-{i}" for i in range(1, 20, 2)
         )
         assert (await client.get("v1", "ConfigMap", NS, "cm-7"))["data"] == {"k": "cm-7"}

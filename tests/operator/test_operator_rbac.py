@@ -46,9 +46,5 @@ async def test_the_operator_works_within_the_charts_rbac(
             return await cluster_api.cr("shop") is None and not await cluster_api.children("shop")
 
         await eventually(gone, timeout=60)
-    await cluster_api.client.request(
-        "DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{cluster_role}"
-    )
-    await cluster_api.client.request(
-        "DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{cluster_role}"
-    )
+    for kind in ("ClusterRoleBinding", "ClusterRole"):
+        await cluster_api.client.delete("rbac.authorization.k8s.io/v1", kind, None, cluster_role)

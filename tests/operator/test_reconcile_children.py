@@ -9,15 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import pytest
+import httpx2
 
 from freshrank_operator import reconcile, render
 from freshrank_operator.kube import (
     FIELD_MANAGER,
+    Conflict,
     KubeError,
     NotFound,
     ResourceTypeMissing,
-    _raise_for,
+    _error,
 )
 from freshrank_operator.status import WorkloadState, conditions, workload_state
 
@@ -64,12 +65,22 @@ class RecordingClient:
         return True
 
 
+def _answer(status: int, **body: Any) -> httpx2.HTTPStatusError:
+    request = httpx2.Request("GET", "https://api/apis/keda.sh/v1alpha1/scaledobjects")
+    response = httpx2.Response(status, request=request, **body)
+    return httpx2.HTTPStatusError("refused", request=request, response=response)
+
+
 def test_a_404_without_a_status_body_means_the_kind_is_not_served() -> None:
-    with pytest.raises(ResourceTypeMissing):
-        _raise_for(404, {"message": "404 page not found\n"})
-    with pytest.raises(NotFound) as missing:
-        _raise_for(404, {"kind": "Status", "reason": "NotFound", "message": "x not found"})
-    assert not isinstance(missing.value, ResourceTypeMissing)
+    assert isinstance(_error(_answer(404, text="404 page not found\n")), ResourceTypeMissing)
+    missing = _error(
+        _answer(404, json={"kind": "Status", "reason": "NotFound", "message": "x not found"})
+    )
+    assert isinstance(missing, NotFound)
+    assert not isinstance(missing, ResourceTypeMissing)
+    assert str(missing) == "404 NotFound: x not found"
+    conflict = _error(_answer(409, json={"kind": "Status", "reason": "AlreadyExists"}))
+    assert isinstance(conflict, Conflict)
 
 
 async def test_every_failing_child_is_listed_with_its_cr_field() -> None:

@@ -176,18 +176,17 @@ async def _side(
     args: argparse.Namespace,
     apply: CreateAndApply,
 ) -> dict[str, float]:
-    from freshrank_operator import crd, render
-    from freshrank_operator.kube import PLURALS
+    from freshrank_operator import render
+    from freshrank_operator.kube import plural
 
-    await client.request("POST", "/api/v1/namespaces", body={"metadata": {"name": namespace}})
+    await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     bodies = [_cr(f"rec-{i}", namespace) for i in range(args.crs)]
     mark = audit.mark()
-    path = f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{namespace}/{crd.PLURAL}"
-    created = await asyncio.gather(*(client.request("POST", path, body=b) for b in bodies))
+    created = await asyncio.gather(*(client.create(b) for b in bodies))
     await apply(list(created))
     expected = {
         cr["metadata"]["name"]: {
-            (PLURALS[m["kind"]], m["metadata"]["name"]) for m in render.render(cr)
+            (plural(m["apiVersion"], m["kind"]), m["metadata"]["name"]) for m in render.render(cr)
         }
         for cr in created
     }

@@ -51,23 +51,18 @@ async def client(kubeconfig: str) -> AsyncIterator[KubeClient]:
 @pytest.fixture
 async def namespace(client: KubeClient) -> AsyncIterator[str]:
     name = f"freshrank-e2e-{uuid.uuid4().hex[:6]}"
-    await client.request("POST", "/api/v1/namespaces", body={"metadata": {"name": name}})
+    await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     yield name
-    await client.request("DELETE", f"/api/v1/namespaces/{name}")
+    await client.delete("v1", "Namespace", None, name)
 
 
 async def _apply_crd(client: KubeClient) -> None:
     document = crd.load_crd()
-    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{document['metadata']['name']}"
-    await client.request(
-        "PATCH",
-        path,
-        body=document,
-        params={"fieldManager": "freshrank-e2e", "force": "true"},
-        content_type="application/apply-patch+yaml",
-    )
+    await client.apply(document, field_manager="freshrank-e2e")
     for _ in range(60):  # established?
-        live = await client.request("GET", path)
+        live = await client.get(
+            document["apiVersion"], document["kind"], None, document["metadata"]["name"]
+        )
         status = live.get("status") or {}
         conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
         if conditions.get("Established") == "True" and await _served(client):
@@ -79,10 +74,9 @@ async def _apply_crd(client: KubeClient) -> None:
 async def _served(client: KubeClient) -> bool:
     """The CRs' endpoint answers (it can lag the Established condition by a moment)."""
     try:
-        await client.request("GET", f"/apis/{crd.GROUP}/{crd.VERSION}/{crd.PLURAL}")
+        return await client.served(crd.API_VERSION, crd.KIND)
     except KubeError:
         return False
-    return True
 
 
 async def _wait(check: Any, timeout: float = 120.0) -> Any:
@@ -100,9 +94,8 @@ async def test_crd_rejects_invalid_crs_naming_the_field(client: KubeClient, name
     body = yaml.safe_load(EXAMPLE.read_text())
     body["metadata"]["namespace"] = namespace
     body["spec"]["autoscaling"] = {"minReplicas": 5, "maxReplicas": 2}
-    path = f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{namespace}/{crd.PLURAL}"
     with pytest.raises(KubeError) as error:
-        await client.request("POST", path, body=body)
+        await client.create(body)
     assert error.value.status == 422
     assert "minReplicas" in error.value.message
 
@@ -115,12 +108,11 @@ async def test_example_cr_gets_children_and_status(
     await _apply_crd(client)
     body = yaml.safe_load(EXAMPLE.read_text())
     body["metadata"]["namespace"] = namespace
-    path = f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{namespace}/{crd.PLURAL}"
     config = OperatorConfig(
         kubeconfig=kubeconfig, namespaces=namespace, ensure_topics=False, tick_seconds=2.0
     )
     async with operator_thread(config):
-        created = await client.request("POST", path, body=body)
+        created = await client.create(body)
         assert created["spec"]["autoscaling"]["engine"] == "operator"  # server-side default
         expected = [render.child_key(m) for m in render.render(created)]
 
@@ -133,7 +125,7 @@ async def test_example_cr_gets_children_and_status(
         await _wait(children_present)
 
         async def status_observed() -> dict[str, Any] | None:
-            live = await client.request("GET", f"{path}/{body['metadata']['name']}")
+            live = await client.get(crd.API_VERSION, crd.KIND, namespace, body["metadata"]["name"])
             status = live.get("status") or {}
             return status if status.get("observedGeneration") == 1 else None
 
@@ -153,7 +145,7 @@ async def test_example_cr_gets_children_and_status(
             assert {p["status"].get("phase") for p in pods} == {"Pending"}
             assert conditions["Ready"]["status"] == "False"
             assert conditions["Ready"]["reason"].endswith("NotReady")
-        await client.request("DELETE", f"{path}/{body['metadata']['name']}")
+        await client.delete(crd.API_VERSION, crd.KIND, namespace, body["metadata"]["name"])
 
         async def gone() -> bool:
             name = f"{body['metadata']['name']}-config"
