@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 from ranking_support import HISTORY_LEN, TrainedModel
 
-from freshrank.core.model_repo import ExportRecord, ModelRepository
+from freshrank.core.model_repo import ModelRepository
 from freshrank.ranking.api import BadRequest, RankLimits, parse_json_query
 from freshrank.ranking.candidates import Retrieval
 from freshrank.ranking.fallback import PopularityFallback, top_k
 from freshrank.ranking.model_state import (
     ModelState,
     ModelWatcher,
-    history_len_of,
     load_model_state,
 )
 from freshrank.ranking.ranker import Ranker
@@ -30,7 +29,7 @@ LIMITS = RankLimits(default_k=10, max_k=100, max_candidates=5)
 def state(tmp_path: Path, trained: TrainedModel) -> ModelState:
     repository = ModelRepository(tmp_path, "m-ranker")
     record = trained.write_version(repository)
-    return load_model_state(repository, record.version, default_history_len=3)
+    return load_model_state(repository, record.version)
 
 
 def test_top_k_is_best_first_with_stable_ties() -> None:
@@ -64,23 +63,14 @@ def test_state_maps_ids_exactly_as_the_trainer_did(
     assert state.items.rows(ids).tolist() == [*trained.items.rows(ids[:2]).tolist(), 0]
     assert state.users.row("u7") == trained.users.row("u7")
     assert state.users.row("new-user") == 0  # cold start
-    # The hot path's plain-dict lookups agree with the IdMaps.
     assert state.item_rows(ids).tolist() == state.items.rows(ids).tolist()
-    assert state.user_row["u7"] == trained.users.row("u7")
-    assert "new-user" not in state.user_row
-    assert state.history_len == HISTORY_LEN  # from ids.json, over the default of 3
+    assert state.user_row("u7") == trained.users.row("u7")
+    assert "new-user" not in state.users
+    assert "u7" in state.users
+    assert state.history_len == HISTORY_LEN  # the export manifest's, the only source
+    assert state.manifest.architecture == "mf"
     assert sorted(state.known_items.tolist()) == sorted(trained.items.known_ids())
     assert state.items.rows(state.known_items.tolist()).tolist() == state.known_rows.tolist()
-
-
-def test_history_len_comes_from_ids_then_manifest_then_default() -> None:
-    record = ExportRecord(
-        version=1, architecture="din", events_covered=0, last_event_timestamp_ms=0,
-        extra={"model": {"history_len": 12}},
-    )  # fmt: skip
-    assert history_len_of({"history_len": 5}, record, 20) == 5
-    assert history_len_of({}, record, 20) == 12
-    assert history_len_of({}, None, 20) == 20
 
 
 def test_history_rows_are_most_recent_first_and_padded(state: ModelState) -> None:
@@ -153,7 +143,7 @@ async def test_requests_on_a_dropped_version_share_one_catch_up(
         await asyncio.sleep(0.01)  # a real probe takes a round trip: callers overlap
         return version in served
 
-    watcher = ModelWatcher(repository, is_ready, default_history_len=3, poll_s=3600.0)
+    watcher = ModelWatcher(repository, is_ready, poll_s=3600.0)
     assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]
     trained.write_version(repository)
     served = {2}  # Triton swapped: version 1 is gone
@@ -177,7 +167,7 @@ async def test_a_failed_probe_keeps_the_served_version_until_failures_repeat(
             raise TimeoutError("probe timed out")
         return True
 
-    watcher = ModelWatcher(repository, is_ready, default_history_len=3, poll_s=3600.0)
+    watcher = ModelWatcher(repository, is_ready, poll_s=3600.0)
     assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]
     probe_fails = True
     assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]

@@ -9,7 +9,6 @@ actually serves (0 while it is down).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from freshrank.core.model_repo import ModelRepository
 from freshrank.embedded import EmbeddedTriton
 from freshrank.model import IdMap, ModelConfig, build_model
+from freshrank.model.export import export_version
 from freshrank.trainer.exporter import Exporter, StagedExport, TritonControl
 from freshrank.trainer.metrics import TrainerMetrics
 
@@ -36,17 +36,13 @@ def _stage(directory: Path, seed: int) -> StagedExport:
     torch.manual_seed(seed)
     model = build_model(ModelConfig(architecture="mf", num_users=10, num_items=20, dim=8)).eval()
     directory.mkdir(parents=True)
-    torch.jit.script(model).save(str(directory / "model.pt"))
-    ids = {"users": IdMap(10).to_json(), "items": IdMap(20).to_json()}
-    (directory / "ids.json").write_text(json.dumps(ids))
+    export_version(model, directory, {"users": IdMap(10).to_json(), "items": IdMap(20).to_json()})
     return StagedExport(
         directory=directory,
-        architecture="mf",
         events_covered=seed,
         last_event_timestamp_ms=0,
         newest_ingest_ms=int(time.time() * 1000),
         metrics={},
-        extra={},
     )
 
 

@@ -17,15 +17,20 @@ class RankingSettings(CommonSettings):
     host: str = opt("0.0.0.0", "address the ranking API binds")
     port: int = opt(8080, "ranking API port")
     scorer: str = opt("triton", "who scores: 'triton' or 'torch' (model.pt in-process, no Triton)")
+    device: str = opt("cpu", "where the in-process scorer ('torch') runs: 'cpu' or 'cuda'")
     triton_url: str = opt("127.0.0.1:8000", "Triton host:port (HTTP or gRPC port, no scheme)")
     triton_protocol: str = opt("http", "Triton protocol: 'http' or 'grpc'")
+    triton_live: bool = opt(
+        False,
+        "score on '<model>-live', the one Python-backend model that serves every version in "
+        "place (the embedded Triton); off: each version is a Triton model version",
+    )
     feature_url: str = opt("http://127.0.0.1:8081", "feature service base URL; empty disables it")
     model_repository: str = opt("models", "Triton model repository (reads ids.json)")
     default_k: int = opt(10, "items returned when the request gives no k")
     max_k: int = opt(1000, "largest k a request may ask for")
     max_candidates: int = opt(2000, "most candidates a request may send")
     retrieval_size: int = opt(500, "candidates retrieved when the request sends none")
-    history_len: int = opt(20, "history rows sent to the model when the export does not say")
     triton_deadline_ms: float = opt(
         50.0, "deadline for one ranking's Triton call, retries included"
     )
@@ -43,5 +48,5 @@ class RankingSettings(CommonSettings):
             raise ValueError(f"scorer must be one of {SCORERS}")
         if not 0 < self.default_k <= self.max_k:
             raise ValueError("need 0 < default_k <= max_k")
-        if self.retries < 0 or self.retrieval_size < 1 or self.history_len < 1:
-            raise ValueError("need retries >= 0, retrieval_size >= 1 and history_len >= 1")
+        if self.retries < 0 or self.retrieval_size < 1:
+            raise ValueError("need retries >= 0 and retrieval_size >= 1")

@@ -45,6 +45,9 @@ class StackConfig:
     services: tuple[str, ...] = SERVICE_ROLES
     architecture: str = "sasrec"
     export_interval_s: float = 5.0
+    # CPU budget on a small machine: the trainer yields the cores to serving when both want
+    # them (ranking latency is what callers wait on; training catches up between bursts).
+    trainer_nice: int = 10
     extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -84,6 +87,9 @@ class LocalStack(StartStop):
                 "FRESHRANK_PORT": str(self.ports[role]),
                 "FRESHRANK_MODEL_REPOSITORY": str(self.model_repository),
                 "FRESHRANK_TRITON_URL": self.triton.http_url,
+                # One long-lived Python-backend model serves every version in place.
+                "FRESHRANK_TRITON_LIVE": "true",
+                "FRESHRANK_MODEL_POLL_S": "0.25",  # a probe of the live model is cheap
                 "FRESHRANK_FEATURE_URL": self.url("feature"),
                 "FRESHRANK_DATABASE_URL": f"sqlite+aiosqlite:///{self.workdir / 'features.db'}",
                 "FRESHRANK_CHECKPOINT_DIR": str(self.workdir / "checkpoints"),
@@ -127,9 +133,10 @@ class LocalStack(StartStop):
                 path.unlink(missing_ok=True)
 
     def _start_service(self, role: str) -> None:
+        nice = ["nice", "-n", str(self.config.trainer_nice)] if role == "trainer" else []
         process = ManagedProcess(
             role,
-            [sys.executable, "-m", "freshrank.cli", role],
+            [*nice, sys.executable, "-m", "freshrank.cli", role],
             log_path=self.workdir / "logs" / f"{role}.log",
             env=self.service_env(role),
         )

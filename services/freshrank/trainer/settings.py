@@ -23,6 +23,11 @@ class TrainerSettings(CommonSettings):
     model_repository: str = opt("models", "Triton model repository the trainer exports into")
     checkpoint_dir: str = opt("checkpoints", "directory of the trainer checkpoint")
     triton_url: str = opt("127.0.0.1:8000", "Triton HTTP host:port; empty: export without loading")
+    triton_live: bool = opt(
+        False,
+        "publish to '<model>-live', the one Python-backend model that serves every version in "
+        "place (the embedded Triton); off: each version is a Triton model version",
+    )
     # Triton's control APIs answer only callers with this key (core.triton_auth); the operator
     # sets it from the <name>-triton-admin Secret.
     triton_admin_key: str = dataclasses.field(
