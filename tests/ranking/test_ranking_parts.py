@@ -41,7 +41,7 @@ def test_top_k_is_best_first_with_stable_ties() -> None:
 
 def test_breaker_opens_after_consecutive_failures_and_half_opens() -> None:
     now = [0.0]
-    breaker = CircuitBreaker(3, 1.0, clock=lambda: now[0])
+    breaker = CircuitBreaker(3, 1.0, clock=lambda: now[0], min_failing_s=0.0)
     breaker.failure()
     breaker.failure()
     breaker.success()  # a success resets the count
@@ -54,6 +54,20 @@ def test_breaker_opens_after_consecutive_failures_and_half_opens() -> None:
     assert not breaker.is_open  # half-open: let a request through
     breaker.failure()
     assert breaker.is_open  # one more failure re-opens at once
+
+
+def test_one_slow_moment_does_not_open_the_breaker_a_down_triton_does() -> None:
+    now = [10.0]
+    breaker = CircuitBreaker(3, 1.0, clock=lambda: now[0], min_failing_s=0.25)
+    for _ in range(10):  # a stall: every request in flight misses its deadline at once
+        now[0] += 0.005
+        breaker.failure()
+    assert not breaker.is_open
+    breaker.success()
+    for _ in range(10):  # failing for longer than the span: Triton is down
+        now[0] += 0.05
+        breaker.failure()
+    assert breaker.is_open
 
 
 def test_state_maps_ids_exactly_as_the_trainer_did(

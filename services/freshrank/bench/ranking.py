@@ -147,11 +147,12 @@ def run(args: argparse.Namespace) -> int:
         }
         try:
             results = _measure(sides, args)
+            reasons = {side: _fallback_reasons(url) for side, (_, url) in sides.items()}
         finally:
             for process, _ in sides.values():
                 process.stop()
         versions = _versions_published(repository)
-    return _report(results, args, versions)
+    return _report(results, args, versions, reasons)
 
 
 def _write_model(repository: Path, args: argparse.Namespace) -> None:
@@ -312,6 +313,17 @@ def _serving_version(url: str) -> int:
         return 0
 
 
+def _fallback_reasons(url: str) -> dict[str, int]:
+    """The service's own count of fallbacks by reason (its Prometheus metrics)."""
+    pattern = re.compile(r'^freshrank_ranking_fallback_total\{reason="([^"]+)"\} (\S+)$', re.M)
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError):
+        return {}
+    return {reason: int(float(count)) for reason, count in pattern.findall(text)}
+
+
 def _versions_published(repository: Path) -> int:
     from freshrank.core.model_repo import ModelRepository
 
@@ -440,7 +452,9 @@ def model_share(phases: list[LoadResult]) -> dict[str, float]:
     }
 
 
-def _report(results: Results, args: argparse.Namespace, versions: int) -> int:
+def _report(
+    results: Results, args: argparse.Namespace, versions: int, reasons: dict[str, dict[str, int]]
+) -> int:
     training = " with a trainer exporting beside" if args.trainer_beside else ""
     table = BenchTable(
         f"ranking: POST /v1/rank, {args.candidates} candidates, {args.architecture} "
@@ -514,12 +528,16 @@ def _report(results: Results, args: argparse.Namespace, versions: int) -> int:
         f"{versions} versions published; load average {load_range[0]:.1f}-{load_range[1]:.1f} "
         f"on {os.cpu_count()} CPUs"
     )
+    for side, counts in reasons.items():
+        listed = ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items()))
+        print(f"fallbacks by reason ({side}): {listed or 'none'}")
     table.write_json(
         "ranking-trainer-beside" if args.trainer_beside else "ranking",
         {
             "options": {k: v for k, v in vars(args).items() if k != "handler"},
             "results": summary,
             "model_share": shares,
+            "fallback_reasons": reasons,
             "versions_published": versions,
             "aim": {
                 "p99_ms": target,

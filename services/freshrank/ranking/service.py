@@ -47,7 +47,11 @@ def build_scorer(settings: RankingSettings, repository: ModelRepository) -> Scor
         protocol=settings.triton_protocol,
         deadline_s=settings.triton_deadline_ms / 1000,
         retries=settings.retries,
-        breaker=CircuitBreaker(settings.breaker_failures, settings.breaker_open_s),
+        breaker=CircuitBreaker(
+            settings.breaker_failures,
+            settings.breaker_open_s,
+            min_failing_s=settings.breaker_failing_s,
+        ),
         live=settings.triton_live,
     )
 

@@ -60,15 +60,30 @@ class VersionUnavailable(ScoringUnavailable):
 
 
 class CircuitBreaker:
-    """Closed -> open after N consecutive failures -> half-open after ``open_s``."""
+    """Closed -> open after N consecutive failures spanning ``min_failing_s`` -> half-open
+    after ``open_s``.
+
+    The span is what tells a dead or stuck Triton from one slow moment: a 60 ms stall on a busy
+    machine fails every request in flight at once (10 at 200 req/s), which is N consecutive
+    failures but not a Triton to skip; opening then cost a whole ``open_s`` of fallbacks (in
+    ``freshrank bench ranking --trainer-beside``, 7 deadline misses became 1,138 fallbacks).
+    A Triton that is down keeps failing past the span and opens the circuit as before.
+    """
 
     def __init__(
-        self, failures: int, open_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        failures: int,
+        open_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        min_failing_s: float = 0.25,
     ) -> None:
         self._threshold = max(1, failures)
         self._open_s = open_s
+        self._min_failing_s = min_failing_s
         self._clock = clock
         self._failures = 0
+        self._failing_since = 0.0
         self._open_until = 0.0
 
     @property
@@ -79,11 +94,14 @@ class CircuitBreaker:
         self._failures = 0
 
     def failure(self) -> None:
+        now = self._clock()
+        if self._failures == 0:
+            self._failing_since = now
         self._failures += 1
-        if self._failures >= self._threshold:
-            self._open_until = self._clock() + self._open_s
-            # Half-open afterwards: one more failure re-opens at once.
-            self._failures = self._threshold - 1
+        failing_for = now - self._failing_since
+        if self._failures >= self._threshold and failing_for >= self._min_failing_s:
+            self._open_until = now + self._open_s
+            # Half-open afterwards: the streak goes on, so one more failure re-opens at once.
 
 
 class TritonScorer:
