@@ -83,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--event-rate", type=float, default=200.0, help="events/s to the trainer")
     parser.add_argument("--export-interval", type=float, default=2.0, help="trainer export period")
     parser.add_argument(
+        "--trainer-nice", type=int, default=10, help="niceness of the trainer (CPU budget)"
+    )
+    parser.add_argument(
         "--device", default="cpu", choices=["cpu", "cuda"], help="where the models run"
     )
     parser.add_argument(
@@ -234,7 +237,15 @@ def _trainer_beside(
         }
         trainer = ManagedProcess(
             "trainer",
-            ["nice", "-n", "10", sys.executable, "-m", "freshrank.cli", "trainer"],
+            [
+                "nice",
+                "-n",
+                str(args.trainer_nice),
+                sys.executable,
+                "-m",
+                "freshrank.cli",
+                "trainer",
+            ],
             log_path=workdir / "logs" / "trainer.log",
             env=env,
         )

@@ -39,7 +39,7 @@ class RankingSettings(CommonSettings):
     breaker_failures: int = opt(5, "consecutive Triton failures that open the circuit")
     breaker_open_s: float = opt(1.0, "seconds an open circuit skips Triton before trying again")
     breaker_failing_s: float = opt(
-        0.25, "the failures must span this long to open the circuit (one slow moment does not)"
+        0.5, "the failures must span this long to open the circuit (one slow moment does not)"
     )
     model_poll_s: float = opt(1.0, "how often to look for a newer READY model version")
     popular_refresh_s: float = opt(5.0, "how often to refresh the popular items (fallback)")
