@@ -696,14 +696,14 @@ def _ranking(ctx: _Cr, config_hash: str) -> list[Manifest]:
         "FRESHRANK_TRITON_PROTOCOL": "http",
         "FRESHRANK_TRITON_DEADLINE_MS": ranking["timeoutMs"],
         "FRESHRANK_MODEL_REPOSITORY": _model_repository_location(ctx),
-        "FRESHRANK_HISTORY_LEN": ctx.spec["model"]["historyLength"],
+        # No history length: ranking reads it from each version's export manifest.
     }
     # The ranking API reads features over HTTP and never Kafka: no Kafka credentials.
     container = _service_container(ctx, "ranking", env, _resources(ranking), kafka=False)
     volumes: list[dict[str, Any]] = []
     models = _models_volume(ctx)
     if models is not None:
-        # The ranking API reads each version's ids.json (string IDs -> embedding rows).
+        # The ranking API reads each version's export.json and ID tables (string IDs -> rows).
         container["volumeMounts"] = [
             {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True}
         ]
