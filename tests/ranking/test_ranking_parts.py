@@ -190,3 +190,25 @@ async def test_a_failed_probe_keeps_the_served_version_until_failures_repeat(
     assert watcher.serving is None
     probe_fails = False
     assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]
+
+
+async def test_a_failed_probe_of_the_replacing_version_does_not_drop_serving(
+    tmp_path: Path, trained: TrainedModel
+) -> None:
+    repository = ModelRepository(tmp_path, "m-ranker")
+    trained.write_version(repository)
+    answers: dict[int, bool | None] = {1: True}
+
+    async def is_ready(version: int) -> bool:
+        answer = answers.get(version, False)
+        if answer is None:  # a timed-out probe on a busy machine
+            raise TimeoutError("probe timed out")
+        return answer
+
+    watcher = ModelWatcher(repository, is_ready, poll_s=3600.0)
+    assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]
+    trained.write_version(repository)
+    answers = {1: False, 2: None}  # Triton swapped to 2, but the probe of 2 timed out
+    assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]
+    answers = {1: False, 2: True}
+    assert (await watcher.refresh()).version == 2  # type: ignore[union-attr]

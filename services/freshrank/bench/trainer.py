@@ -193,6 +193,7 @@ async def _freshness(
         bootstrap,
         tmp,
         triton_url=triton_url,
+        triton_live=True,  # as the local stack serves: versions swapped in place
         export_interval_s=args.export_interval,
         port=free_port(),
         host="127.0.0.1",

@@ -109,10 +109,14 @@ class ModelWatcher:
     async def refresh(self) -> ModelState | None:
         """One poll: find the newest READY version and load its ID maps if new."""
         versions = await asyncio.to_thread(self.repository.versions)
+        probe_failed = False
         for version in reversed(versions[-_PROBED_VERSIONS:]):
             ready = await self._ready(version)
-            if ready is None and self._keeps_serving(version):
-                return self.serving  # one failed probe (a busy machine) is not "not READY"
+            if ready is None:
+                probe_failed = True
+                if self.serving is not None and self.serving.version == version:
+                    break  # the served version's own probe failed: decided below
+                continue
             if not ready:
                 continue
             self._failed_probes = 0
@@ -123,6 +127,10 @@ class ModelWatcher:
                 log.info("serving model version", extra={"version": version})
             self.serving = self.last_known = state
             return state
+        if probe_failed and self._keeps_serving():
+            # A failed probe (a busy machine, e.g. of the version that just replaced ours)
+            # is not "nothing READY": keep serving until failures repeat.
+            return self.serving
         self.serving = None
         if self.last_known is None and versions:
             # Nothing READY (Triton down since we started): the newest export's known items
@@ -161,10 +169,10 @@ class ModelWatcher:
             log.debug("readiness probe failed", extra={"version": version, "error": str(exc)})
             return None
 
-    def _keeps_serving(self, version: int) -> bool:
-        """The served version survives a few failed probes in a row; after that Triton counts
+    def _keeps_serving(self) -> bool:
+        """The served version survives a few failed polls in a row; after that Triton counts
         as down (requests meanwhile still fail fast through the scorer's circuit breaker)."""
-        if self.serving is None or self.serving.version != version:
+        if self.serving is None:
             return False
         self._failed_probes += 1
         return self._failed_probes < _PROBE_FAILURES_TOLERATED
