@@ -19,11 +19,11 @@ import pytest_asyncio
 import torch
 from prometheus_client import CollectorRegistry
 
-from freshrank.core.model_repo import ModelRepository
+from freshrank.core.model_repo import ModelRepository, live_model_name
 from freshrank.embedded import EmbeddedTriton
 from freshrank.model import IdMap, ModelConfig, build_model
 from freshrank.model.export import export_version
-from freshrank.trainer.exporter import Exporter, StagedExport, TritonControl
+from freshrank.trainer.exporter import Exporter, LiveTritonControl, StagedExport, TritonControl
 from freshrank.trainer.metrics import TrainerMetrics
 
 pytestmark = pytest.mark.integration
@@ -54,9 +54,12 @@ async def _ready(control: TritonControl, version: int) -> bool:
 
 
 class Watched:
-    def __init__(self, exporter: Exporter, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, exporter: Exporter, registry: CollectorRegistry, control: type[TritonControl]
+    ) -> None:
         self.exporter = exporter
         self.registry = registry
+        self.control = control  # TritonControl (a Triton version per export) or the live model
 
     def reported_version(self) -> float:
         return self.registry.get_sample_value("freshrank_trainer_model_version") or 0.0
@@ -71,14 +74,15 @@ class Watched:
         raise TimeoutError(f"{what} not within {timeout}s")
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(params=[TritonControl, LiveTritonControl], ids=["versions", "live"])
 async def watched(
-    triton: EmbeddedTriton, model_repository: Path, tmp_path: Path
+    triton: EmbeddedTriton, model_repository: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Watched]:
     registry = CollectorRegistry()
+    control: type[TritonControl] = request.param
     exporter = Exporter(
         ModelRepository(model_repository, MODEL),
-        TritonControl(triton.http_url),
+        control(triton.http_url),
         TrainerMetrics(registry),
         ready_timeout_s=120.0,
         watch_s=1.0,
@@ -88,7 +92,7 @@ async def watched(
     stop = asyncio.Event()
     watchdog = asyncio.create_task(exporter.watch(stop))
     try:
-        yield Watched(exporter, registry)
+        yield Watched(exporter, registry, control)
     finally:
         stop.set()
         await asyncio.wait_for(watchdog, 30)
@@ -98,7 +102,7 @@ async def watched(
 async def test_restarted_triton_serves_the_latest_good_version_again(
     triton: EmbeddedTriton, watched: Watched
 ) -> None:
-    control = TritonControl(triton.http_url)
+    control = watched.control(triton.http_url)
     assert watched.reported_version() == 2
 
     triton.process.kill()
@@ -125,8 +129,9 @@ async def test_restarted_triton_serves_the_latest_good_version_again(
 async def test_a_model_unloaded_behind_its_back_is_loaded_again(
     triton: EmbeddedTriton, watched: Watched
 ) -> None:
-    control = TritonControl(triton.http_url)
-    await control._client.unload_model(MODEL)
+    control = watched.control(triton.http_url)
+    live = watched.control is LiveTritonControl
+    await control._client.unload_model(live_model_name(MODEL) if live else MODEL)
     assert not await _ready(control, 2)
 
     async def served_again() -> bool:
