@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import tritonclient.http.aio as triton_http
 from opentelemetry import trace
+from tritonclient.utils import InferenceServerException
 
 from freshrank.core.contracts.manifest import ExportManifest, ExportRecord, ExportTimings
 from freshrank.core.model_repo import INPUTS, VERSION_INPUT, ModelRepository, live_model_name
@@ -138,10 +139,10 @@ class LiveTritonControl(TritonControl):
             inputs.append(tensor)
         try:
             await self._client.infer(live_model_name(model), inputs)
-        except Exception as exc:  # not loaded yet, or the live model is not (yet) up
+        except InferenceServerException as exc:  # Triton answered: not (yet) served
             log.debug("live model does not answer for version %s: %s", version, exc)
             return False
-        return True
+        return True  # anything else (Triton unreachable) propagates, as for is_model_ready
 
 
 class Exporter:
