@@ -717,6 +717,7 @@ def _ranking_replicas(ctx: _Cr) -> int | None:
 
 def _ranking(ctx: _Cr, config_hash: str) -> list[Manifest]:
     ranking = ctx.spec.ranking
+    # No history length: ranking reads it from each version's export manifest.
     env = settings_env(
         RankingSettings,
         host="0.0.0.0",
@@ -726,14 +727,13 @@ def _ranking(ctx: _Cr, config_hash: str) -> list[Manifest]:
         triton_protocol="http",
         triton_deadline_ms=ranking.timeout_ms,
         model_repository=_model_repository_location(ctx),
-        history_len=ctx.spec.model.history_length,
     )
     # The ranking API reads features over HTTP and never Kafka: no Kafka credentials.
     container = _service_container(ctx, "ranking", env, _resources(ranking.resources), kafka=False)
     volumes: list[dict[str, Any]] = []
     models = _models_volume(ctx)
     if models is not None:
-        # The ranking API reads each version's ids.json (string IDs -> embedding rows).
+        # The ranking API reads each version's export.json and ID tables (string IDs -> rows).
         container["volumeMounts"] = [
             {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True}
         ]

@@ -63,7 +63,7 @@ def _export_small_model(repository: ModelRepository) -> None:
         learner.export,
         lambda version: ExportRecord(
             version=version,
-            architecture="mf",
+            model=repository.export_manifest(version),
             events_covered=learner.events_trained,
             last_event_timestamp_ms=learner.last_event_timestamp_ms,
         ),

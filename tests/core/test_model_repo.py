@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from freshrank.core.contracts.manifest import ExportManifest
 from freshrank.core.model_repo import MANIFEST_FILE, ExportRecord, ModelRepository
+
+MANIFEST = ExportManifest(
+    architecture="mf", history_len=4, dim=8, num_users=10, num_items=10, users=0, items=0
+)
 
 
 def _write(repo: ModelRepository) -> int:
@@ -14,7 +19,7 @@ def _write(repo: ModelRepository) -> int:
 
     def record(version: int) -> ExportRecord:
         return ExportRecord(
-            version=version, architecture="mf", events_covered=version, last_event_timestamp_ms=0
+            version=version, model=MANIFEST, events_covered=version, last_event_timestamp_ms=0
         )
 
     return repo.write_version(populate, record).version

@@ -102,13 +102,15 @@ def test_each_setting_is_declared_once() -> None:
 
 
 def test_env_names_come_from_the_fields() -> None:
-    assert env_name(RankingSettings, "history_len") == "FRESHRANK_HISTORY_LEN"
+    assert env_name(TrainerSettings, "history_len") == "FRESHRANK_HISTORY_LEN"
     assert settings_env(TrainerSettings, dim=64, debug_ledger=True) == {
         "FRESHRANK_DIM": "64",
         "FRESHRANK_DEBUG_LEDGER": "true",
     }
     with pytest.raises(KeyError, match="RankingSettings has no setting 'checkpoint_dir'"):
         env_name(RankingSettings, "checkpoint_dir")
+    with pytest.raises(KeyError, match="RankingSettings has no setting 'history_len'"):
+        env_name(RankingSettings, "history_len")  # ranking reads it from each export
     # What settings_env writes, load_settings reads back.
     env = settings_env(TrainerSettings, dim=64, debug_ledger=True, learning_rate=0.001)
     loaded = load_settings(TrainerSettings, environ=env)

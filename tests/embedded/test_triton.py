@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import tritonclient.http as httpclient
 from freshrank.core.model_repo import ExportRecord, ModelRepository
 from freshrank.embedded import EmbeddedTriton
 from freshrank.model import IdMap, ModelConfig, build_model
+from freshrank.model.export import export_version
 
 pytestmark = pytest.mark.integration
 MODEL = "t-ranker"
@@ -24,14 +24,17 @@ def _write_version(repo: ModelRepository, seed: int) -> tuple[ExportRecord, torc
     model = build_model(ModelConfig(architecture="mf", num_users=10, num_items=20, dim=8)).eval()
 
     def populate(directory: Path) -> None:
-        torch.jit.script(model).save(str(directory / "model.pt"))
-        ids = {"users": IdMap(10).to_json(), "items": IdMap(20).to_json()}
-        (directory / "ids.json").write_text(json.dumps(ids))
+        export_version(
+            model, directory, {"users": IdMap(10).to_json(), "items": IdMap(20).to_json()}
+        )
 
     record = repo.write_version(
         populate,
         lambda v: ExportRecord(
-            version=v, architecture="mf", events_covered=seed, last_event_timestamp_ms=seed
+            version=v,
+            model=repo.export_manifest(v),
+            events_covered=seed,
+            last_event_timestamp_ms=seed,
         ),
     )
     return record, model
@@ -99,7 +102,10 @@ def test_partial_version_is_never_visible(model_repository: Path) -> None:
         repo.write_version(
             crash,
             lambda v: ExportRecord(
-                version=v, architecture="mf", events_covered=0, last_event_timestamp_ms=0
+                version=v,
+                model=repo.export_manifest(v),
+                events_covered=0,
+                last_event_timestamp_ms=0,
             ),
         )
     assert repo.versions() == []

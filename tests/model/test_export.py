@@ -8,6 +8,8 @@ import pytest
 import torch
 import tritonclient.http as httpclient
 
+from freshrank.core.contracts.manifest import ExportManifest
+from freshrank.core.id_table import ID_TABLES_DIR, IdTable
 from freshrank.core.model_repo import ExportRecord, ModelRepository
 from freshrank.embedded import EmbeddedTriton
 from freshrank.model import ARCHITECTURES as ARCHITECTURE_REGISTRY
@@ -40,10 +42,15 @@ def test_export_reloads_to_the_same_scores_for_any_candidate_count(
     learner.export(tmp_path)
     scripted = torch.jit.load(str(tmp_path / "model.pt"))
     ids = json.loads((tmp_path / "ids.json").read_text())
-    assert ids["history_len"] == 5
-    assert ids["architecture"] == architecture
+    manifest = ExportManifest.read(tmp_path)
+    assert (manifest.history_len, manifest.architecture) == (5, architecture)
+    assert set(ids) == {"users", "items"}  # history length and architecture: the manifest's
     items = IdMap.from_json(ids["items"])
     assert items.rows(["i0", "i1"]).tolist() == learner.items.rows(["i0", "i1"]).tolist()
+    table = IdTable.load(tmp_path / ID_TABLES_DIR, "items")
+    probe = ["i0", "i1", "i7", "never-seen"]
+    assert table.rows(probe).tolist() == learner.items.rows(probe).tolist()
+    assert manifest.items == len(learner.items) == len(table)
     generator = torch.Generator().manual_seed(3)
     for candidates in (1, 13, 64):
         user_row = torch.randint(0, 64, (3, 1), generator=generator)
@@ -75,14 +82,18 @@ def test_export_populates_a_model_repository_version(tmp_path: Path) -> None:
         learner.export,
         lambda version: ExportRecord(
             version=version,
-            architecture="din",
+            model=repository.export_manifest(version),
             events_covered=learner.events_trained,
             last_event_timestamp_ms=learner.last_event_timestamp_ms,
             metrics=learner.rolling,
         ),
     )
     version_dir = repository.version_dir(record.version)
-    assert {p.name for p in version_dir.iterdir()} >= {"model.pt", "ids.json", "model.py"}
+    assert {p.name for p in version_dir.iterdir()} >= {
+        "model.pt", "export.json", "ids", "ids.json", "model.py"
+    }  # fmt: skip
+    assert record.model == repository.export_manifest(record.version)
+    assert repository.manifest()[-1] == record  # typed round trip through manifest.json
     assert record.events_covered == 640
 
 
@@ -119,8 +130,11 @@ def test_each_export_scores_the_same_under_libtorch_as_on_the_python_backend(
         repository = ModelRepository(model_repository, f"{architecture}-ranker")
         record = repository.write_version(
             learner.export,
-            lambda version, arch=architecture: ExportRecord(
-                version=version, architecture=arch, events_covered=0, last_event_timestamp_ms=0
+            lambda version, repo=repository: ExportRecord(
+                version=version,
+                model=repo.export_manifest(version),
+                events_covered=0,
+                last_event_timestamp_ms=0,
             ),
         )
         inputs = {

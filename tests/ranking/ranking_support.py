@@ -36,7 +36,7 @@ class TrainedModel:
             self.learner.export,
             lambda version: ExportRecord(
                 version=version,
-                architecture="mf",
+                model=repository.export_manifest(version),
                 events_covered=self.learner.events_trained,
                 last_event_timestamp_ms=self.learner.last_event_timestamp_ms,
             ),

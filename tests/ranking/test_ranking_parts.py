@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 from ranking_support import HISTORY_LEN, TrainedModel
 
-from freshrank.core.model_repo import ExportRecord, ModelRepository
+from freshrank.core.model_repo import ModelRepository
 from freshrank.ranking.api import BadRequest, RankLimits, openapi, parse_json_query
 from freshrank.ranking.candidates import Retrieval
 from freshrank.ranking.fallback import PopularityFallback, top_k
 from freshrank.ranking.model_state import (
     ModelState,
     ModelWatcher,
-    history_len_of,
     load_model_state,
 )
 from freshrank.ranking.ranker import Ranker
@@ -32,7 +31,7 @@ LIMITS = RankLimits(default_k=10, max_k=100, max_candidates=5)
 def state(tmp_path: Path, trained: TrainedModel) -> ModelState:
     repository = ModelRepository(tmp_path, "m-ranker")
     record = trained.write_version(repository)
-    return load_model_state(repository, record.version, default_history_len=3)
+    return load_model_state(repository, record.version)
 
 
 def test_top_k_is_best_first_with_stable_ties() -> None:
@@ -44,7 +43,7 @@ def test_top_k_is_best_first_with_stable_ties() -> None:
 
 def test_breaker_opens_after_consecutive_failures_and_half_opens() -> None:
     now = [0.0]
-    breaker = CircuitBreaker(3, 1.0, clock=lambda: now[0])
+    breaker = CircuitBreaker(3, 1.0, clock=lambda: now[0], min_failing_s=0.0)
     breaker.failure()
     breaker.failure()
     breaker.success()  # a success resets the count
@@ -59,6 +58,20 @@ def test_breaker_opens_after_consecutive_failures_and_half_opens() -> None:
     assert breaker.is_open  # one more failure re-opens at once
 
 
+def test_one_slow_moment_does_not_open_the_breaker_a_down_triton_does() -> None:
+    now = [10.0]
+    breaker = CircuitBreaker(3, 1.0, clock=lambda: now[0], min_failing_s=0.25)
+    for _ in range(10):  # a stall: every request in flight misses its deadline at once
+        now[0] += 0.005
+        breaker.failure()
+    assert not breaker.is_open
+    breaker.success()
+    for _ in range(10):  # failing for longer than the span: Triton is down
+        now[0] += 0.05
+        breaker.failure()
+    assert breaker.is_open
+
+
 def test_state_maps_ids_exactly_as_the_trainer_did(
     state: ModelState, trained: TrainedModel
 ) -> None:
@@ -66,23 +79,14 @@ def test_state_maps_ids_exactly_as_the_trainer_did(
     assert state.items.rows(ids).tolist() == [*trained.items.rows(ids[:2]).tolist(), 0]
     assert state.users.row("u7") == trained.users.row("u7")
     assert state.users.row("new-user") == 0  # cold start
-    # The hot path's plain-dict lookups agree with the IdMaps.
     assert state.item_rows(ids).tolist() == state.items.rows(ids).tolist()
-    assert state.user_row["u7"] == trained.users.row("u7")
-    assert "new-user" not in state.user_row
-    assert state.history_len == HISTORY_LEN  # from ids.json, over the default of 3
+    assert state.user_row("u7") == trained.users.row("u7")
+    assert "new-user" not in state.users
+    assert "u7" in state.users
+    assert state.history_len == HISTORY_LEN  # the export manifest's, the only source
+    assert state.manifest.architecture == "mf"
     assert sorted(state.known_items.tolist()) == sorted(trained.items.known_ids())
     assert state.items.rows(state.known_items.tolist()).tolist() == state.known_rows.tolist()
-
-
-def test_history_len_comes_from_ids_then_manifest_then_default() -> None:
-    record = ExportRecord(
-        version=1, architecture="din", events_covered=0, last_event_timestamp_ms=0,
-        extra={"model": {"history_len": 12}},
-    )  # fmt: skip
-    assert history_len_of({"history_len": 5}, record, 20) == 5
-    assert history_len_of({}, record, 20) == 12
-    assert history_len_of({}, None, 20) == 20
 
 
 def test_history_rows_are_most_recent_first_and_padded(state: ModelState) -> None:
@@ -164,7 +168,7 @@ async def test_requests_on_a_dropped_version_share_one_catch_up(
         await asyncio.sleep(0.01)  # a real probe takes a round trip: callers overlap
         return version in served
 
-    watcher = ModelWatcher(repository, is_ready, default_history_len=3, poll_s=3600.0)
+    watcher = ModelWatcher(repository, is_ready, poll_s=3600.0)
     assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]
     trained.write_version(repository)
     served = {2}  # Triton swapped: version 1 is gone
@@ -188,7 +192,7 @@ async def test_a_failed_probe_keeps_the_served_version_until_failures_repeat(
             raise TimeoutError("probe timed out")
         return True
 
-    watcher = ModelWatcher(repository, is_ready, default_history_len=3, poll_s=3600.0)
+    watcher = ModelWatcher(repository, is_ready, poll_s=3600.0)
     assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]
     probe_fails = True
     assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]
@@ -210,3 +214,25 @@ def test_openapi_is_generated_from_ranking_proto() -> None:
     assert request["properties"]["k"]["maximum"] == LIMITS.max_k
     assert request["properties"]["candidates"]["maxItems"] == LIMITS.max_candidates
     assert schemas["RankResponse"]["properties"]["model_version"]["type"] == "string"  # int64
+
+
+async def test_a_failed_probe_of_the_replacing_version_does_not_drop_serving(
+    tmp_path: Path, trained: TrainedModel
+) -> None:
+    repository = ModelRepository(tmp_path, "m-ranker")
+    trained.write_version(repository)
+    answers: dict[int, bool | None] = {1: True}
+
+    async def is_ready(version: int) -> bool:
+        answer = answers.get(version, False)
+        if answer is None:  # a timed-out probe on a busy machine
+            raise TimeoutError("probe timed out")
+        return answer
+
+    watcher = ModelWatcher(repository, is_ready, poll_s=3600.0)
+    assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]
+    trained.write_version(repository)
+    answers = {1: False, 2: None}  # Triton swapped to 2, but the probe of 2 timed out
+    assert (await watcher.refresh()).version == 1  # type: ignore[union-attr]
+    answers = {1: False, 2: True}
+    assert (await watcher.refresh()).version == 2  # type: ignore[union-attr]

@@ -139,8 +139,11 @@ async def test_versions_are_served_and_the_newer_one_learned_the_drift(
     assert after.version > before.version
     assert hr_after > hr_before + 0.05, (hr_before, hr_after)
     for record in (before, after):
-        assert record.extra["freshness_s"] >= 0.0
-        assert record.extra["last_ingest_timestamp_ms"] <= record.extra["ready_at_ms"]
+        assert record.timings is not None
+        assert record.timings.freshness_s >= 0.0
+        assert record.timings.last_ingest_timestamp_ms <= record.timings.ready_at_ms
+        assert record.model.history_len == HISTORY
+        assert record.offsets  # the stream position the version covers
         assert set(record.metrics) >= {"hr@10", "ndcg@10"}
     assert after.last_event_timestamp_ms == post[-1].timestamp_ms
     assert len(repository.versions()) <= settings.keep_versions

@@ -9,7 +9,6 @@ actually serves (0 while it is down).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,10 +19,11 @@ import pytest_asyncio
 import torch
 from prometheus_client import CollectorRegistry
 
-from freshrank.core.model_repo import ModelRepository
+from freshrank.core.model_repo import ModelRepository, live_model_name
 from freshrank.embedded import EmbeddedTriton
 from freshrank.model import IdMap, ModelConfig, build_model
-from freshrank.trainer.exporter import Exporter, StagedExport, TritonControl
+from freshrank.model.export import export_version
+from freshrank.trainer.exporter import Exporter, LiveTritonControl, StagedExport, TritonControl
 from freshrank.trainer.metrics import TrainerMetrics
 
 pytestmark = pytest.mark.integration
@@ -36,17 +36,13 @@ def _stage(directory: Path, seed: int) -> StagedExport:
     torch.manual_seed(seed)
     model = build_model(ModelConfig(architecture="mf", num_users=10, num_items=20, dim=8)).eval()
     directory.mkdir(parents=True)
-    torch.jit.script(model).save(str(directory / "model.pt"))
-    ids = {"users": IdMap(10).to_json(), "items": IdMap(20).to_json()}
-    (directory / "ids.json").write_text(json.dumps(ids))
+    export_version(model, directory, {"users": IdMap(10).to_json(), "items": IdMap(20).to_json()})
     return StagedExport(
         directory=directory,
-        architecture="mf",
         events_covered=seed,
         last_event_timestamp_ms=0,
         newest_ingest_ms=int(time.time() * 1000),
         metrics={},
-        extra={},
     )
 
 
@@ -58,9 +54,12 @@ async def _ready(control: TritonControl, version: int) -> bool:
 
 
 class Watched:
-    def __init__(self, exporter: Exporter, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, exporter: Exporter, registry: CollectorRegistry, control: type[TritonControl]
+    ) -> None:
         self.exporter = exporter
         self.registry = registry
+        self.control = control  # TritonControl (a Triton version per export) or the live model
 
     def reported_version(self) -> float:
         return self.registry.get_sample_value("freshrank_trainer_model_version") or 0.0
@@ -75,14 +74,15 @@ class Watched:
         raise TimeoutError(f"{what} not within {timeout}s")
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(params=[TritonControl, LiveTritonControl], ids=["versions", "live"])
 async def watched(
-    triton: EmbeddedTriton, model_repository: Path, tmp_path: Path
+    triton: EmbeddedTriton, model_repository: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Watched]:
     registry = CollectorRegistry()
+    control: type[TritonControl] = request.param
     exporter = Exporter(
         ModelRepository(model_repository, MODEL),
-        TritonControl(triton.http_url),
+        control(triton.http_url),
         TrainerMetrics(registry),
         ready_timeout_s=120.0,
         watch_s=1.0,
@@ -92,7 +92,7 @@ async def watched(
     stop = asyncio.Event()
     watchdog = asyncio.create_task(exporter.watch(stop))
     try:
-        yield Watched(exporter, registry)
+        yield Watched(exporter, registry, control)
     finally:
         stop.set()
         await asyncio.wait_for(watchdog, 30)
@@ -102,7 +102,7 @@ async def watched(
 async def test_restarted_triton_serves_the_latest_good_version_again(
     triton: EmbeddedTriton, watched: Watched
 ) -> None:
-    control = TritonControl(triton.http_url)
+    control = watched.control(triton.http_url)
     assert watched.reported_version() == 2
 
     triton.process.kill()
@@ -129,8 +129,9 @@ async def test_restarted_triton_serves_the_latest_good_version_again(
 async def test_a_model_unloaded_behind_its_back_is_loaded_again(
     triton: EmbeddedTriton, watched: Watched
 ) -> None:
-    control = TritonControl(triton.http_url)
-    await control._client.unload_model(MODEL)
+    control = watched.control(triton.http_url)
+    live = watched.control is LiveTritonControl
+    await control._client.unload_model(live_model_name(MODEL) if live else MODEL)
     assert not await _ready(control, 2)
 
     async def served_again() -> bool:

@@ -1,13 +1,25 @@
 """Ranking benchmark: ``/v1/rank`` on Triton vs the same service scoring in-process with PyTorch.
 
 Both sides are the real ranking service (``freshrank ranking`` in its own process) on the same
-model version: ours scores on Triton (``scorer=triton``), the peer loads the same ``model.pt``
+model versions: ours scores on Triton (``scorer=triton``), the peer loads the same ``model.pt``
 into the service process (``scorer=torch``), which is what a team without Triton would run.
 A load generator in a separate process drives each side closed-loop (N workers back to back:
 peak throughput) and open-loop (fixed arrival rate; latency counted from the scheduled send
 time, so a stall is not hidden by coordinated omission). Every request carries
 ``--candidates`` candidate items. The feature service is not part of this measurement
 (``feature_url`` empty: empty history on both sides).
+
+``--serving live`` (default) is the embedded Triton's live model, one long-lived Python-backend
+model that swaps versions in place; ``--serving versions`` makes every version a Triton model
+version (a new backend process each), for before/after comparisons in one build.
+
+``--trainer-beside``: a real trainer (``freshrank trainer``, niced as in the local stack) reads a
+synthetic stream from an embedded broker and exports a version every ``--export-interval``
+seconds while the load runs, into the repository both sides serve from. No model exists at the
+start: answers before a side's first model-served answer are reported apart ("before first
+model"); after it every fallback counts against the model-served share.
+
+``--device cuda`` runs Triton's model and the in-process peer on the GPU (and the trainer).
 """
 
 from __future__ import annotations
@@ -15,18 +27,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import itertools
 import json
 import multiprocessing
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +52,10 @@ from freshrank.core.contracts import routes
 
 MODEL_NAME = "bench-ranker"
 TARGET_P99_MS = 20.0
+TARGET_P99_TRAINING_MS = 50.0
+TARGET_MODEL_SHARE = 0.99
+TARGET_RATIO = 0.8
+_VERSION = re.compile(rb'"model_version":\s*(\d+)')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +71,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="closed-loop workers")
     parser.add_argument("--protocol", default="http", choices=["http", "grpc"], help="to Triton")
     parser.add_argument(
+        "--serving",
+        default="live",
+        choices=["live", "versions"],
+        help="Triton serves versions in place (live model) or as Triton model versions",
+    )
+    parser.add_argument(
+        "--trainer-beside",
+        action="store_true",
+        help="a real trainer exports versions from a synthetic stream while the load runs",
+    )
+    parser.add_argument("--event-rate", type=float, default=200.0, help="events/s to the trainer")
+    parser.add_argument("--export-interval", type=float, default=2.0, help="trainer export period")
+    parser.add_argument(
+        "--trainer-nice", type=int, default=10, help="niceness of the trainer (CPU budget)"
+    )
+    parser.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="where the models run"
+    )
+    parser.add_argument(
         "--triton-deadline-ms",
         type=float,
         default=50.0,
@@ -61,33 +100,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @dataclasses.dataclass(frozen=True)
 class LoadResult:
     latencies_s: list[float]
+    versions: list[int]  # model_version of each answer (0: a fallback)
     errors: int
-    fallbacks: int
     seconds: float
+    load_average: tuple[float, float]  # 1-minute load average before, after
 
     @property
     def throughput(self) -> float:
         return len(self.latencies_s) / self.seconds if self.seconds else 0.0
 
+    @property
+    def fallbacks(self) -> int:
+        return sum(1 for v in self.versions if v == 0)
+
+
+def require_device(device: str) -> None:
+    """Refuse a GPU run up front, with the reason, instead of failing inside a service."""
+    if device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit(
+            "--device cuda: this torch build sees no CUDA device "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); "
+            "run on a GPU machine with a CUDA torch wheel"
+        )
+
 
 def run(args: argparse.Namespace) -> int:
     from freshrank.embedded import EmbeddedTriton
 
-    with tempfile.TemporaryDirectory(prefix="bench-ranking-") as tmp:
+    require_device(args.device)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-ranking-") as tmp,
+        contextlib.ExitStack() as on_exit,
+    ):
         workdir = Path(tmp)
         repository = workdir / "models"
-        _write_model(repository, args)
-        with EmbeddedTriton(workdir, repository, load_models=[MODEL_NAME]) as triton:
-            sides = {
-                "triton": _start_service(workdir, repository, "triton", triton, args),
-                "torch": _start_service(workdir, repository, "torch", triton, args),
-            }
-            try:
-                results = _measure(sides, args)
-            finally:
-                for process, _ in sides.values():
-                    process.stop()
-    return _report(results, args)
+        triton_env = {"FRESHRANK_TRITON_DEVICE": args.device, "FRESHRANK_TRITON_THREADS": "1"}
+        triton = on_exit.enter_context(EmbeddedTriton(workdir, repository, env=triton_env))
+        if args.trainer_beside:
+            on_exit.enter_context(_trainer_beside(workdir, repository, triton, args))
+        else:
+            _write_model(repository, args)
+            asyncio.run(_load_on_triton(triton, args))
+        sides = {
+            "triton": _start_service(workdir, repository, "triton", triton, args),
+            "torch": _start_service(workdir, repository, "torch", triton, args),
+        }
+        try:
+            results = _measure(sides, args)
+            reasons = {side: _fallback_reasons(url) for side, (_, url) in sides.items()}
+        finally:
+            for process, _ in sides.values():
+                process.stop()
+        versions = _versions_published(repository)
+    return _report(results, args, versions, reasons)
 
 
 def _write_model(repository: Path, args: argparse.Namespace) -> None:
@@ -95,6 +164,7 @@ def _write_model(repository: Path, args: argparse.Namespace) -> None:
 
     from freshrank.core.model_repo import ExportRecord, ModelRepository
     from freshrank.model import IdMap, ModelConfig, build_model
+    from freshrank.model.export import export_version
 
     users, items = IdMap(args.users + 1), IdMap(args.items + 1)
     users.assign([f"u{i}" for i in range(args.users)])
@@ -105,16 +175,108 @@ def _write_model(repository: Path, args: argparse.Namespace) -> None:
     model = build_model(config).eval()
 
     def populate(directory: Path) -> None:
-        torch.jit.script(model).save(str(directory / "model.pt"))  # type: ignore[no-untyped-call]
-        ids = {"users": users.to_json(), "items": items.to_json()}
-        (directory / "ids.json").write_text(json.dumps({**ids, "history_len": config.history_len}))
+        export_version(model, directory, {"users": users.to_json(), "items": items.to_json()})
 
-    ModelRepository(repository, MODEL_NAME).write_version(
+    store = ModelRepository(repository, MODEL_NAME)
+    store.write_version(
         populate,
         lambda v: ExportRecord(
-            version=v, architecture=args.architecture, events_covered=0, last_event_timestamp_ms=0
+            version=v,
+            model=store.export_manifest(v),
+            events_covered=0,
+            last_event_timestamp_ms=0,
         ),
     )
+
+
+async def _load_on_triton(triton: Any, args: argparse.Namespace) -> None:
+    from freshrank.trainer.exporter import LiveTritonControl, TritonControl
+
+    control = (LiveTritonControl if args.serving == "live" else TritonControl)(triton.http_url)
+    try:
+        await control.load_and_wait(MODEL_NAME, 1, timeout_s=120.0)
+    finally:
+        await control.close()
+
+
+@contextlib.contextmanager
+def _trainer_beside(
+    workdir: Path, repository: Path, triton: Any, args: argparse.Namespace
+) -> Iterator[None]:
+    """Broker + a synthetic stream at ``--event-rate`` + ``freshrank trainer``, until exit."""
+    from freshrank.core.kafka import EventProducer, ensure_topics
+    from freshrank.core.service_settings import TrainerSettings
+    from freshrank.core.settings import settings_env
+    from freshrank.embedded import EmbeddedBroker, ManagedProcess, free_port
+    from freshrank.sim import SyntheticConfig, SyntheticStream
+
+    name = MODEL_NAME.removesuffix("-ranker")
+    topic = f"{name}.events"
+    with EmbeddedBroker(workdir / "broker") as broker:
+        ensure_topics(broker.bootstrap, [topic, f"{topic}.dlq"])
+        env = {
+            **os.environ,
+            **settings_env(
+                TrainerSettings,
+                name=name,
+                bootstrap_servers=broker.bootstrap,
+                host="127.0.0.1",
+                port=free_port(),
+                model_repository=repository,
+                checkpoint_dir=workdir / "checkpoints",
+                triton_url=triton.http_url,
+                triton_live=args.serving == "live",
+                architecture=args.architecture,
+                dim=args.dim,
+                num_users=args.users + 1,
+                num_items=args.items + 1,
+                export_interval_s=args.export_interval,
+                min_events=200,
+                device=args.device,
+                log_level="WARNING",
+            ),
+            "OMP_NUM_THREADS": "1",
+        }
+        trainer = ManagedProcess(
+            "trainer",
+            [
+                "nice",
+                "-n",
+                str(args.trainer_nice),
+                sys.executable,
+                "-m",
+                "freshrank.cli",
+                "trainer",
+            ],
+            log_path=workdir / "logs" / "trainer.log",
+            env=env,
+        )
+        stop = threading.Event()
+        stream = SyntheticStream(
+            SyntheticConfig(users=args.users, items=args.items, events=10**9, drift_at=None)
+        )
+
+        def produce() -> None:
+            producer = EventProducer(broker.bootstrap, topic)
+            start = time.monotonic()
+            for sent, event in enumerate(stream.events()):
+                if stop.is_set():
+                    break
+                ahead = sent / args.event_rate - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+                producer.send(event)
+            producer.flush()
+
+        producer = threading.Thread(target=produce, name="events", daemon=True)
+        trainer.start()
+        producer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            producer.join(timeout=10)
+            trainer.stop()
 
 
 def _start_service(
@@ -123,6 +285,7 @@ def _start_service(
     from freshrank.core.service_settings import RankingSettings
     from freshrank.core.settings import settings_env
     from freshrank.embedded import ManagedProcess, free_port
+    from freshrank.embedded.process import http_ok
 
     port = free_port()
     env = {
@@ -133,9 +296,12 @@ def _start_service(
             port=port,
             host="127.0.0.1",
             scorer=scorer,
+            device=args.device,
             triton_url=triton.grpc_url if args.protocol == "grpc" else triton.http_url,
             triton_protocol=args.protocol,
+            triton_live=args.serving == "live",
             triton_deadline_ms=args.triton_deadline_ms,
+            model_poll_s=0.25,
             feature_url="",
             model_repository=repository,
             log_level="WARNING",
@@ -150,7 +316,10 @@ def _start_service(
     )
     process.start()
     url = f"http://127.0.0.1:{port}"
-    process.wait_ready(lambda: _serving_version(url) > 0, timeout=60)
+    if args.trainer_beside:  # no model yet: answers until the first one count apart
+        process.wait_ready(lambda: http_ok(f"{url}/healthz"), timeout=60)
+    else:
+        process.wait_ready(lambda: _serving_version(url) > 0, timeout=60)
     return process, url
 
 
@@ -162,17 +331,45 @@ def _serving_version(url: str) -> int:
         return 0
 
 
-Results = dict[str, dict[str, list[LoadResult]]]  # side -> mode -> one result per round
+def _fallback_reasons(url: str) -> dict[str, int]:
+    """The service's own count of fallbacks by reason (its Prometheus metrics)."""
+    pattern = re.compile(r'^freshrank_ranking_fallback_total\{reason="([^"]+)"\} (\S+)$', re.M)
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError):
+        return {}
+    return {reason: int(float(count)) for reason, count in pattern.findall(text)}
+
+
+def _versions_published(repository: Path) -> int:
+    from freshrank.core.model_repo import ModelRepository
+
+    manifest = ModelRepository(repository, MODEL_NAME).manifest()
+    return max((r.version for r in manifest), default=0)
+
+
+Results = dict[str, dict[str, list[LoadResult]]]  # side -> phase -> one result per round
 
 
 def _measure(sides: dict[str, tuple[Any, str]], args: argparse.Namespace) -> Results:
-    """Rounds of closed then open loop; the sides alternate (the same noise hits both)."""
-    results: Results = {side: {"closed": [], "open": []} for side in sides}
+    """Warm-up (until both sides answered from a model), then rounds of closed then open
+    loop; the sides alternate (the same noise hits both)."""
+    results: Results = {side: {"warmup": [], "closed": [], "open": []} for side in sides}
     options = {k: v for k, v in vars(args).items() if k != "handler"}
     spawn = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
-        for _, url in sides.values():
-            pool.submit(_load_process, url, "warmup", options).result()
+        deadline = time.monotonic() + (240.0 if args.trainer_beside else 0.0)
+        while True:
+            for side, (_, url) in sides.items():
+                results[side]["warmup"].append(
+                    pool.submit(_load_process, url, "warmup", options).result()
+                )
+            served = all(
+                any(r.versions and max(r.versions) > 0 for r in results[s]["warmup"]) for s in sides
+            )
+            if served or time.monotonic() > deadline:
+                break
         for _ in range(args.rounds):
             for mode in ("closed", "open"):
                 for side, (_, url) in sides.items():
@@ -204,9 +401,11 @@ async def _load(url: str, mode: str, options: dict[str, Any]) -> LoadResult:
     ]
     duration = 2.0 if mode == "warmup" else float(options["duration"])
     latencies: list[float] = []
-    counts = {"errors": 0, "fallbacks": 0}
+    versions: list[int] = []
+    counts = {"errors": 0}
     headers = {"Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=256)
+    load_before = os.getloadavg()[0]
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def one(scheduled: float) -> None:
@@ -222,15 +421,20 @@ async def _load(url: str, mode: str, options: dict[str, Any]) -> LoadResult:
             latencies.append(time.perf_counter() - scheduled)
             if not ok:
                 counts["errors"] += 1
-            elif b'"fallback": true' in reply:
-                counts["fallbacks"] += 1
+                versions.append(0)
+                return
+            match = _VERSION.search(reply)
+            fallback = b'"fallback": true' in reply
+            versions.append(0 if fallback or match is None else int(match.group(1)))
 
         sent = itertools.count()
-        rate = float(options["rate"]) if mode == "open" else 0.0
+        rate = float(options["rate"]) if mode != "closed" else 0.0
         workers = int(options["concurrency"]) if mode == "closed" else 2
         start = await drive(one, duration=duration, rate=rate, concurrency=workers)
         seconds = time.perf_counter() - start
-    return LoadResult(latencies, counts["errors"], counts["fallbacks"], seconds)
+    return LoadResult(
+        latencies, versions, counts["errors"], seconds, (load_before, os.getloadavg()[0])
+    )
 
 
 def _round_stats(result: LoadResult) -> dict[str, float]:
@@ -252,17 +456,41 @@ def _medians(rounds: list[LoadResult]) -> dict[str, float]:
     return medians
 
 
-def _report(results: Results, args: argparse.Namespace) -> int:
+def model_share(phases: list[LoadResult]) -> dict[str, float]:
+    """Answers in order: fallbacks before the first model-served answer, and the share served
+    by a model after it (every later fallback counts against it)."""
+    answers = [v for result in phases for v in result.versions]
+    first = next((i for i, v in enumerate(answers) if v > 0), len(answers))
+    after = answers[first:]
+    served = sum(1 for v in after if v > 0)
+    return {
+        "before_first_model": float(first),
+        "after_first_model": float(len(after)),
+        "fallbacks_after_first_model": float(len(after) - served),
+        "model_served_share": served / len(after) if after else float("nan"),
+        "versions_seen": float(len({v for v in after if v > 0})),
+    }
+
+
+def _report(
+    results: Results, args: argparse.Namespace, versions: int, reasons: dict[str, dict[str, int]]
+) -> int:
+    training = " with a trainer exporting beside" if args.trainer_beside else ""
     table = BenchTable(
         f"ranking: POST /v1/rank, {args.candidates} candidates, {args.architecture} "
-        f"dim {args.dim}; closed loop {args.concurrency} workers, open loop {args.rate:g} req/s; "
-        f"median of {args.rounds} rounds x {args.duration:g} s",
-        ours=f"Triton ({args.protocol})",
+        f"dim {args.dim}, {args.users:,} users, {args.device}{training}; closed loop "
+        f"{args.concurrency} workers, open loop {args.rate:g} req/s; median of {args.rounds} "
+        f"rounds x {args.duration:g} s",
+        ours=f"Triton ({args.protocol}, {args.serving})",
         peer="in-process PyTorch",
     )
     summary = {
         mode: {side: _medians(results[side][mode]) for side in results}
         for mode in ("closed", "open")
+    }
+    shares = {
+        side: model_share([r for mode in ("warmup", "closed", "open") for r in phases[mode]])
+        for side, phases in results.items()
     }
     for mode, sides in summary.items():
         ours, peer = sides["triton"], sides["torch"]
@@ -277,22 +505,69 @@ def _report(results: Results, args: argparse.Namespace) -> int:
             "requests",
             higher_is_better=False,
         )
-    table.print()
-    open_ours = summary["open"]["triton"]
-    met = open_ours["p99"] < TARGET_P99_MS and open_ours["errors"] == 0
-    print(
-        f"aim p99 < {TARGET_P99_MS:g} ms at {args.rate:g} req/s on Triton: "
-        f"{'met' if met else 'missed'} (median p99 {open_ours['p99']:.1f} ms; "
-        f"errors {open_ours['errors']:.0f}, fallbacks {open_ours['fallbacks']:.0f}; "
-        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+    ours_share, peer_share = shares["triton"], shares["torch"]
+    table.add(
+        "model-served after the first model",
+        100 * ours_share["model_served_share"],
+        100 * peer_share["model_served_share"],
+        "%",
     )
+    table.add(
+        "fallbacks before the first model",
+        ours_share["before_first_model"],
+        peer_share["before_first_model"],
+        "requests",
+        higher_is_better=False,
+    )
+    table.add(
+        "model versions answered with",
+        ours_share["versions_seen"],
+        peer_share["versions_seen"],
+        "versions",
+    )
+    table.print()
+    open_ours, open_peer = summary["open"]["triton"], summary["open"]["torch"]
+    target = TARGET_P99_TRAINING_MS if args.trainer_beside else TARGET_P99_MS
+    ratio = open_peer["p99"] / open_ours["p99"] if open_ours["p99"] else float("nan")
+    loads = [r.load_average for side in results.values() for rs in side.values() for r in rs]
+    load_range = (min(a for a, _ in loads), max(b for _, b in loads))
+    met = {
+        "p99": open_ours["p99"] <= target and open_ours["errors"] == 0,
+        "model_share": ours_share["model_served_share"] >= TARGET_MODEL_SHARE,
+        "ratio": ratio >= TARGET_RATIO,
+    }
+    print(
+        f"aim p99 <= {target:g} ms at {args.rate:g} req/s on Triton: "
+        f"{'met' if met['p99'] else 'missed'} (median p99 {open_ours['p99']:.1f} ms, "
+        f"in-process {open_peer['p99']:.1f} ms, ratio {ratio:.2f} "
+        f"{'>=' if met['ratio'] else '<'} {TARGET_RATIO}); "
+        f"model-served after the first model {100 * ours_share['model_served_share']:.2f} % "
+        f"({ours_share['fallbacks_after_first_model']:.0f} fallbacks of "
+        f"{ours_share['after_first_model']:.0f}; aim >= {100 * TARGET_MODEL_SHARE:g} %), "
+        f"{ours_share['before_first_model']:.0f} answers before it; "
+        f"{versions} versions published; load average {load_range[0]:.1f}-{load_range[1]:.1f} "
+        f"on {os.cpu_count()} CPUs"
+    )
+    for side, counts in reasons.items():
+        listed = ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items()))
+        print(f"fallbacks by reason ({side}): {listed or 'none'}")
     table.write_json(
-        "ranking",
+        "ranking-trainer-beside" if args.trainer_beside else "ranking",
         {
             "options": {k: v for k, v in vars(args).items() if k != "handler"},
             "results": summary,
-            "aim": {"p99_ms": TARGET_P99_MS, "rate": args.rate, "met": met},
+            "model_share": shares,
+            "fallback_reasons": reasons,
+            "versions_published": versions,
+            "aim": {
+                "p99_ms": target,
+                "rate": args.rate,
+                "model_share": TARGET_MODEL_SHARE,
+                "ratio": TARGET_RATIO,
+                "met": met,
+            },
             # The machine is shared: the load says how much of it this run really had.
+            "load_average_range": load_range,
             "load_average_after": os.getloadavg(),
         },
     )

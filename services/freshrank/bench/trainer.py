@@ -42,15 +42,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bootstrap-servers", default="", help="use this broker instead of an embedded one"
     )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="throughput on: 'auto' (CPU, and CUDA when present), 'cpu', or 'cuda' only",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from freshrank.bench.ranking import require_device
     from freshrank.embedded import EmbeddedBroker, EmbeddedTriton
 
+    require_device(args.device)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    if args.device == "auto":
+        devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    else:
+        devices = [args.device]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         broker = None if args.bootstrap_servers else EmbeddedBroker(tmp / "broker").start()
@@ -182,6 +193,7 @@ async def _freshness(
         bootstrap,
         tmp,
         triton_url=triton_url,
+        triton_live=True,  # as the local stack serves: versions swapped in place
         export_interval_s=args.export_interval,
         port=free_port(),
         host="127.0.0.1",
@@ -197,7 +209,7 @@ async def _freshness(
     await service
     records = ModelRepository(Path(settings.model_repository), settings.triton_model).manifest()
     keys = ("freshness_s", "staged_s", "publish_s")
-    return [{key: float(r.extra[key]) for key in keys} for r in records]
+    return [{key: getattr(r.timings, key) for key in keys} for r in records if r.timings]
 
 
 def _report(

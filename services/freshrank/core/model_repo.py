@@ -6,8 +6,17 @@
 <root>/<name>-ranker/manifest.json             the last ``manifest_keep`` ExportRecords, newest last
 <root>/<name>-ranker/<version>/model.pt        TorchScript
 <root>/<name>-ranker/<version>/model.py        Python-backend loader (ignored by libtorch)
-<root>/<name>-ranker/<version>/ids.json        ID -> embedding-row maps of this version
+<root>/<name>-ranker/<version>/export.json     ExportManifest: architecture, history length, sizes
+<root>/<name>-ranker/<version>/ids/            compact ID tables ranking memory-maps (core.id_table)
+<root>/<name>-ranker/<version>/ids.json        the same maps as JSON (tools only, not serving)
+<root>/<name>-ranker-live/config.pbtxt         embedded: one long-lived Python-backend model that
+<root>/<name>-ranker-live/1/model.py             serves every version of <name>-ranker in place
 ```
+
+The live model (``live_model_name``) is how the embedded Triton serves: a new version costs no
+new stub process and no torch import, and the previous version keeps answering until callers
+moved on (``core.triton_python_model``). Requests name the version in an extra
+``model_version`` input instead of Triton's version field.
 
 A version directory is assembled under a dot-prefixed temporary name and renamed into place,
 so Triton and the ranking service never see a partial model. A version is *good* once its
@@ -19,25 +28,27 @@ the batch.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+
+from freshrank.core.contracts.manifest import ExportManifest, ExportRecord
 
 __all__ = [
     "IDS_FILE",
     "INPUTS",
+    "LIVE_SUFFIX",
     "MANIFEST_FILE",
     "MANIFEST_KEEP",
     "MODEL_FILE",
     "OUTPUT",
+    "VERSION_INPUT",
     "ExportRecord",
     "ModelRepository",
+    "live_model_name",
     "render_config",
 ]
 
@@ -46,44 +57,52 @@ IDS_FILE = "ids.json"
 MANIFEST_FILE = "manifest.json"
 PYTHON_CONFIG = "python"  # --model-config-name for the embedded Triton
 INPUTS = ("user_row", "history_rows", "candidate_rows")
+VERSION_INPUT = "model_version"  # live model only: which version scores this request
 OUTPUT = "scores"
 MAX_BATCH_SIZE = 64
 MANIFEST_KEEP = 100
+LIVE_SUFFIX = "-live"
+LIVE_VERSION = 1  # the live model's one Triton version (its directory holds only model.py)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ExportRecord:
-    """What an exported version carries: written to the manifest beside the model."""
-
-    version: int
-    architecture: str
-    events_covered: int  # events trained on, cumulative
-    last_event_timestamp_ms: int  # newest event time the model has seen
-    exported_at_ms: int = dataclasses.field(default_factory=lambda: int(time.time() * 1000))
-    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ExportRecord:
-        return cls(**data)
+def live_model_name(model_name: str) -> str:
+    """The long-lived Python-backend model serving every version of ``model_name``."""
+    return f"{model_name}{LIVE_SUFFIX}"
 
 
-def render_config(model_name: str, *, backend: str) -> str:
-    """``config.pbtxt`` for ``backend`` in {"pytorch_libtorch", "python"}."""
+def render_config(model_name: str, *, backend: str, versions_dir: str = "") -> str:
+    """``config.pbtxt`` for ``backend`` in {"pytorch_libtorch", "python"}; ``versions_dir``
+    (python only, relative to this model's directory) makes it the live model."""
+    names = list(INPUTS)
+    parameters = ""
     if backend == "pytorch_libtorch":
         head = f'name: "{model_name}"\nplatform: "pytorch_libtorch"\n'
         batching = "dynamic_batching { max_queue_delay_microseconds: 500 }\n"
         instances = "instance_group [ { kind: KIND_AUTO, count: 1 } ]\n"
     elif backend == "python":
         head = f'name: "{model_name}"\nbackend: "python"\n'
-        batching = "dynamic_batching { max_queue_delay_microseconds: 200 }\n"
+        # Requests queued while the model runs are batched whatever the delay; a long delay
+        # would make every request wait for company at 200 req/s (one every 5 ms).
+        batching = "dynamic_batching { max_queue_delay_microseconds: 100 }\n"
         instances = "instance_group [ { kind: KIND_CPU, count: 1 } ]\n"
+        if versions_dir:
+            names.append(VERSION_INPUT)
+            value = f'{{ string_value: "{versions_dir}" }}'
+            parameters = f'parameters: {{ key: "versions_dir" value: {value} }}\n'
     else:
         raise ValueError(f"unknown backend {backend!r}")
     inputs = ",\n".join(
-        f'  {{ name: "{name}" data_type: TYPE_INT64 dims: [ {1 if name == "user_row" else -1} ] }}'
-        for name in INPUTS
+        f'  {{ name: "{name}" data_type: TYPE_INT64 dims: '
+        f"[ {1 if name in ('user_row', VERSION_INPUT) else -1} ] }}"
+        for name in names
     )
+    if versions_dir:  # one version forever: it serves the ranker's versions in place
+        policy = f"version_policy: {{ specific: {{ versions: [ {LIVE_VERSION} ] }} }}\n"
+    else:
+        # One version: Triton keeps serving the old one until the new one is READY, then
+        # swaps atomically (the ranking service re-resolves a version Triton dropped). Two
+        # would make every load reload the unchanged older version too, doubling load time.
+        policy = "version_policy: { latest: { num_versions: 1 } }\n"
     return (
         head
         + f"max_batch_size: {MAX_BATCH_SIZE}\n"
@@ -91,10 +110,8 @@ def render_config(model_name: str, *, backend: str) -> str:
         + f'output [\n  {{ name: "{OUTPUT}" data_type: TYPE_FP32 dims: [ -1 ] }}\n]\n'
         + batching
         + instances
-        # One version: Triton keeps serving the old one until the new one is READY, then
-        # swaps atomically (the ranking service re-resolves a version Triton dropped). Two
-        # would make every load reload the unchanged older version too, doubling load time.
-        + "version_policy: { latest: { num_versions: 1 } }\n"
+        + parameters
+        + policy
     )
 
 
@@ -129,6 +146,10 @@ class ModelRepository:
             return []
         return [ExportRecord.from_json(r) for r in json.loads(path.read_text())["exports"]]
 
+    def export_manifest(self, version: int) -> ExportManifest:
+        """The version's ``export.json`` (raises ``ManifestError``/``OSError`` when absent)."""
+        return ExportManifest.read(self.version_dir(version))
+
     def record(self, version: int) -> ExportRecord | None:
         return next((r for r in self.manifest() if r.version == version), None)
 
@@ -154,7 +175,8 @@ class ModelRepository:
     def write_version(
         self, populate: Callable[[Path], None], record: Callable[[int], ExportRecord]
     ) -> ExportRecord:
-        """Create the next version: ``populate(tmp_dir)`` writes model.pt and ids.json."""
+        """Create the next version: ``populate(tmp_dir)`` writes model.pt, export.json and
+        the ID tables (``freshrank.model.export.export_version``)."""
         self._write_configs()
         version = (self.latest_version() or 0) + 1
         tmp = self.model_dir / f".tmp-{version}-{os.getpid()}"
@@ -164,8 +186,7 @@ class ModelRepository:
             populate(tmp)
             if not (tmp / MODEL_FILE).is_file():
                 raise FileNotFoundError(f"populate() wrote no {MODEL_FILE}")
-            loader = resources.files("freshrank.core").joinpath("triton_python_model.py")
-            (tmp / "model.py").write_text(loader.read_text())
+            (tmp / "model.py").write_text(_loader_source())
             _fsync_dir_tree(tmp)
             os.rename(tmp, self.version_dir(version))
         except BaseException:
@@ -182,7 +203,26 @@ class ModelRepository:
             shutil.rmtree(self.version_dir(version), ignore_errors=True)
         return removed
 
+    @property
+    def live_dir(self) -> Path:
+        return self.root / live_model_name(self.model_name)
+
+    def write_live_model(self) -> None:
+        """The live model's config and loader (idempotent; the embedded Triton loads it)."""
+        files = {
+            self.live_dir / "config.pbtxt": render_config(
+                live_model_name(self.model_name),
+                backend="python",
+                versions_dir=f"../{self.model_name}",
+            ),
+            self.live_dir / str(LIVE_VERSION) / "model.py": _loader_source(),
+        }
+        for path, text in files.items():
+            if not path.exists() or path.read_text() != text:
+                _atomic_write(path, text)
+
     def _write_configs(self) -> None:
+        self.write_live_model()
         configs = {
             self.model_dir / "config.pbtxt": render_config(
                 self.model_name, backend="pytorch_libtorch"
@@ -196,10 +236,14 @@ class ModelRepository:
                 _atomic_write(path, text)
 
     def _append_manifest(self, entry: ExportRecord) -> None:
-        exports = [dataclasses.asdict(r) for r in self.manifest()]
-        exports.append(dataclasses.asdict(entry))
+        exports = [r.to_json() for r in self.manifest()]
+        exports.append(entry.to_json())
         exports = exports[-max(1, self.manifest_keep) :]
         _atomic_write(self.model_dir / MANIFEST_FILE, json.dumps({"exports": exports}, indent=1))
+
+
+def _loader_source() -> str:
+    return resources.files("freshrank.core").joinpath("triton_python_model.py").read_text()
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -213,7 +257,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def _fsync_dir_tree(directory: Path) -> None:
-    for path in directory.iterdir():
+    for path in directory.rglob("*"):
         if path.is_file():
             with path.open("rb") as handle:
                 os.fsync(handle.fileno())

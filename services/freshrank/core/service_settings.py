@@ -177,7 +177,6 @@ class TrainerSettings(
 
 
 class RankingSettings(
-    HistorySettings,
     TritonSettings,
     ModelRepositorySettings,
     ServerSettings,
@@ -188,6 +187,9 @@ class RankingSettings(
 
     scorer: Scorer = opt(
         "triton", "who scores: 'triton' or 'torch' (model.pt in-process, no Triton)"
+    )
+    device: Literal["cpu", "cuda"] = opt(
+        "cpu", "where the in-process scorer ('torch') runs: 'cpu' or 'cuda'"
     )
     triton_protocol: TritonProtocol = opt("http", "Triton protocol: 'http' or 'grpc'")
     feature_url: str = opt("http://127.0.0.1:8081", "feature service base URL; empty disables it")
@@ -205,6 +207,11 @@ class RankingSettings(
     breaker_failures: int = opt(5, "consecutive Triton failures that open the circuit", ge=1)
     breaker_open_s: float = opt(
         1.0, "seconds an open circuit skips Triton before trying again", ge=0
+    )
+    breaker_failing_s: float = opt(
+        0.5,
+        "the failures must span this long to open the circuit (one slow moment does not)",
+        ge=0,
     )
     model_poll_s: float = opt(1.0, "how often to look for a newer READY model version", gt=0)
     popular_refresh_s: float = opt(5.0, "how often to refresh the popular items (fallback)", gt=0)

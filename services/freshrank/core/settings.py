@@ -270,6 +270,11 @@ class TritonSettings(Settings):
         "127.0.0.1:8000",
         "Triton host:port (a scheme is ignored); the trainer exports without loading when empty",
     )
+    triton_live: bool = opt(
+        False,
+        "use '<model>-live', the one Python-backend model that serves every version in place"
+        " (the embedded Triton); off: each version is a Triton model version",
+    )
 
 
 class HistorySettings(Settings):
@@ -281,7 +286,7 @@ class HistorySettings(Settings):
 
     history_len: int = opt(
         20,
-        "user history length: items the feature service keeps per user, the trainer feeds the"
-        " model, and ranking sends when the export does not say",
+        "user history length: items the feature service keeps per user and the trainer feeds the"
+        " model (ranking reads it from each export's manifest)",
         ge=1,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -42,8 +42,8 @@ def _prepare_backends(target: Path) -> Path:
     return target
 
 
-def _server_env() -> dict[str, str]:
-    env = dict(os.environ)
+def _server_env(extra: Mapping[str, str]) -> dict[str, str]:
+    env = {**os.environ, **extra}
     libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
     env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(libs), env.get("LD_LIBRARY_PATH")) if p)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
@@ -51,7 +51,11 @@ def _server_env() -> dict[str, str]:
 
 
 class EmbeddedTriton(EmbeddedComponent):
-    """``tritonserver --model-control-mode=explicit`` over ``model_repository``."""
+    """``tritonserver --model-control-mode=explicit`` over ``model_repository``.
+
+    ``env``: added to the server's environment, which the Python-backend models inherit
+    (``FRESHRANK_TRITON_THREADS``, ``FRESHRANK_TRITON_DEVICE`` of ``core.triton_python_model``).
+    """
 
     startup_timeout = 90.0
 
@@ -66,6 +70,7 @@ class EmbeddedTriton(EmbeddedComponent):
         grpc_port: int | None = None,
         metrics_port: int | None = None,
         admin_key: str = "",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.model_repository = model_repository
         # Non-empty: the control APIs (load/unload, config, ...) answer only requests that
@@ -97,7 +102,7 @@ class EmbeddedTriton(EmbeddedComponent):
             *(server_flags(admin_key) if admin_key else []),
         ]
         self.process = ManagedProcess(
-            "triton", argv, log_path=workdir / "logs" / "triton.log", env=_server_env()
+            "triton", argv, log_path=workdir / "logs" / "triton.log", env=_server_env(env or {})
         )
 
     def start(self, timeout: float | None = None) -> Self:

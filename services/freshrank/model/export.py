@@ -1,7 +1,10 @@
 """TorchScript export for Triton: script, save, reload, and prove the reload scores the same.
 
 ``export_version(model, directory, ids)`` is the ``populate`` callback body for
-``ModelRepository.write_version``: it writes ``model.pt`` and ``ids.json``. The verification
+``ModelRepository.write_version``: it writes ``model.pt``, the version's ``ExportManifest``
+(``export.json``: architecture, history length, sizes; the one place serving reads them), the
+compact ID tables ranking memory-maps (``ids/``, ``core.id_table``) and ``ids.json`` (the same
+maps as JSON, for tools and people; serving never parses it). The verification
 runs the eager model and the reloaded TorchScript on random inputs of the Triton I/O shapes
 (several candidate counts, since C varies per request) and refuses to publish on mismatch.
 """
@@ -16,10 +19,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from freshrank.core.contracts.manifest import ExportManifest
+from freshrank.core.id_table import ID_TABLES_DIR, IdTable
 from freshrank.core.model_repo import IDS_FILE, MODEL_FILE
 from freshrank.model.base import RankingModel
 
-__all__ = ["ExportMismatch", "export_version", "script_model", "verify_scripted"]
+__all__ = [
+    "ExportMismatch",
+    "export_version",
+    "script_model",
+    "verify_scripted",
+    "write_id_tables",
+]
 
 _VERIFY_CANDIDATES = (1, 7, 100)
 _VERIFY_BATCH = 4
@@ -68,13 +79,38 @@ def verify_scripted(
 def export_version(
     model: RankingModel, directory: Path, ids: dict[str, Any], *, atol: float = 1e-5
 ) -> float:
-    """Write ``model.pt`` (verified after reloading) and ``ids.json``; returns the max error."""
+    """Write ``model.pt`` (verified after reloading), ``export.json``, the ID tables and
+    ``ids.json``; returns the max error. ``ids``: ``{"users": IdMap.to_json(), "items": ...}``.
+    """
     path = directory / MODEL_FILE
     torch.jit.save(script_model(model), str(path))
     reloaded = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     error = verify_scripted(model, reloaded, atol=atol)
+    users, items = write_id_tables(directory, ids)
+    config = model.config
+    ExportManifest(
+        architecture=config.architecture,
+        history_len=config.history_len,
+        dim=config.dim,
+        num_users=config.num_users,
+        num_items=config.num_items,
+        users=users,
+        items=items,
+    ).write(directory)
     (directory / IDS_FILE).write_text(json.dumps(ids))
     return error
+
+
+def write_id_tables(directory: Path, ids: dict[str, Any]) -> tuple[int, int]:
+    """The compact ``ids/`` tables of both maps; returns (users, items) active IDs."""
+    counts = []
+    for name in ("users", "items"):
+        table = ids.get(name) or {}
+        last_seen = {int(row): int(seen) for row, seen in table.get("last_seen", {}).items()}
+        id_table = IdTable.build(dict(table.get("rows", {})), last_seen)
+        id_table.save(directory / ID_TABLES_DIR, name)
+        counts.append(len(id_table))
+    return counts[0], counts[1]
 
 
 def _random_inputs(

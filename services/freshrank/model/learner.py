@@ -388,13 +388,9 @@ class PrequentialLearner:
         self.last_event_timestamp_ms = int(state["last_event_timestamp_ms"])
 
     def ids_json(self) -> dict[str, Any]:
-        """The ``ids.json`` of an export: both ID maps plus the history length served."""
-        return {
-            "users": self.users.to_json(),
-            "items": self.items.to_json(),
-            "history_len": self.config.model.history_len,
-            "architecture": self.config.model.architecture,
-        }
+        """The ``ids.json`` of an export: both ID maps (the history length and architecture
+        are the export manifest's, ``core.contracts.manifest``)."""
+        return {"users": self.users.to_json(), "items": self.items.to_json()}
 
 
 class OnlineLearner(PrequentialLearner):
@@ -536,7 +532,8 @@ class OnlineLearner(PrequentialLearner):
         self.replay.load_state_dict(state["replay"])
 
     def export(self, directory: Path) -> None:
-        """Write ``model.pt`` (TorchScript, verified after reloading) and ``ids.json``."""
+        """Write ``model.pt`` (TorchScript, verified after reloading), ``export.json`` and
+        the ID tables (``freshrank.model.export``)."""
         export_version(self.model, directory, self.ids_json())
 
 

@@ -34,7 +34,9 @@ class Retrieval:
         return self._cached
 
     def _build(self, model: ModelState) -> Candidates:
-        popular = [i for i in self._fallback.popular_ids if i in model.items][: self._size]
+        wanted = list(self._fallback.popular_ids)
+        known = model.items.contains(wanted).tolist() if wanted else []
+        popular = [i for i, ok in zip(wanted, known, strict=True) if ok][: self._size]
         chosen = dict.fromkeys(popular)
         for item in model.known_items.tolist():
             if len(chosen) >= self._size:

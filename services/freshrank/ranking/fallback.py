@@ -66,9 +66,7 @@ class PopularityFallback:
         )
         if not self._score_of and model is not None:
             # No popularity known yet: prefer items the model saw most recently.
-            unseen = len(model.recency)
-            ranks = map(model.recency.get, candidates, repeat(unseen))
-            scores = -np.fromiter(ranks, dtype=np.float64, count=len(candidates))
+            scores = -model.recency_ranks(candidates).astype(np.float64)
         order = top_k(scores, k)
         return [candidates[i] for i in order], [float(scores[i]) for i in order]
 

@@ -1,28 +1,29 @@
-"""Which model version is serving, and that version's ID maps (loaded once, not per request).
+"""Which model version is serving, and that version's ID tables (opened once, not per request).
 
 The watcher polls the model repository for versions and asks the scorer which is READY; the
-newest READY version wins. Its ``ids.json`` is read into ``IdMap``s so item and user strings
-map to rows exactly as the trainer mapped them; unknown IDs get row 0 (the cold-start row).
+newest READY version wins. Its ``export.json`` (``ExportManifest``: history length,
+architecture) is read once, and its compact ID tables (``core.id_table``) are memory-mapped,
+so item and user strings map to rows exactly as the trainer mapped them; unknown IDs get row 0
+(the cold-start row). Opening a version parses nothing big: at 100,000 users the old
+``ids.json`` parse held the GIL for 350 ms and stalled the event loop at every version.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from itertools import repeat
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from freshrank.core.model_repo import IDS_FILE, ExportRecord, ModelRepository
-from freshrank.model import PADDING_ROW, IdMap
+from freshrank.core.contracts.manifest import ExportManifest, ManifestError
+from freshrank.core.id_table import ID_TABLES_DIR, PADDING_ROW, IdTable
+from freshrank.core.model_repo import ModelRepository
 
-__all__ = ["ModelState", "ModelWatcher", "history_len_of", "load_model_state"]
+__all__ = ["ModelState", "ModelWatcher", "load_model_state"]
 
 log = logging.getLogger(__name__)
 _PROBED_VERSIONS = 3  # Triton serves one version; looking at three covers exports racing a poll
@@ -35,66 +36,51 @@ class ModelState:
     """One exported version as serving needs it."""
 
     version: int
-    users: IdMap
-    items: IdMap
-    history_len: int
-    known_items: npt.NDArray[np.object_]  # item IDs, most recently trained first
-    known_rows: npt.NDArray[np.int64]  # their rows, aligned with known_items
+    manifest: ExportManifest
+    users: IdTable
+    items: IdTable
     directory: Path
-    # Plain ID -> row / recency dicts for the hot path (C-level lookups, no per-ID Python).
-    item_row: dict[str, int] = dataclasses.field(default_factory=dict, repr=False)
-    user_row: dict[str, int] = dataclasses.field(default_factory=dict, repr=False)
-    recency: dict[str, int] = dataclasses.field(default_factory=dict, repr=False)
+    known_items: npt.NDArray[np.str_]  # item IDs, most recently trained first
+    known_rows: npt.NDArray[np.int64]  # their rows, aligned with known_items
+    # row -> rank in known_items (len(known_items) for rows no ID owns): recency lookups
+    recency_of_row: npt.NDArray[np.int64] = dataclasses.field(repr=False)
+
+    @property
+    def history_len(self) -> int:
+        return self.manifest.history_len
 
     def item_rows(self, item_ids: Sequence[str]) -> npt.NDArray[np.int64]:
         """Rows of ``item_ids`` as the trainer assigned them; unknown -> row 0 (cold start)."""
-        return np.fromiter(
-            map(self.item_row.get, item_ids, repeat(PADDING_ROW)),
-            dtype=np.int64,
-            count=len(item_ids),
-        )
+        return self.items.rows(item_ids)
+
+    def user_row(self, user_id: str) -> int:
+        return self.users.row(user_id)
+
+    def recency_ranks(self, item_ids: Sequence[str]) -> npt.NDArray[np.int64]:
+        """0 for the most recently trained item, ...; unknown items rank last."""
+        return self.recency_of_row[self.item_rows(item_ids)]
 
 
-def history_len_of(ids: dict[str, Any], record: ExportRecord | None, default: int) -> int:
-    """The history length the export declares (ids.json, then manifest extra), else ``default``."""
-    if isinstance(ids.get("history_len"), int):
-        return int(ids["history_len"])
-    extra = record.extra if record is not None else {}
-    if isinstance(extra.get("history_len"), int):
-        return int(extra["history_len"])
-    model = extra.get("model")
-    if isinstance(model, dict) and isinstance(model.get("history_len"), int):
-        return int(model["history_len"])
-    return default
-
-
-def _by_recency(table: dict[str, Any]) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.int64]]:
-    rows: dict[str, int] = {item: int(row) for item, row in table["rows"].items()}
-    last_seen: dict[str, int] = {str(r): int(s) for r, s in table.get("last_seen", {}).items()}
-    ordered = sorted(rows.items(), key=lambda pair: (-last_seen.get(str(pair[1]), 0), pair[1]))
-    ids = np.array([item for item, _ in ordered], dtype=object)
-    return ids, np.array([row for _, row in ordered], dtype=np.int64)
-
-
-def load_model_state(
-    repository: ModelRepository, version: int, default_history_len: int
-) -> ModelState:
-    """Read one version's ids.json (blocking: call it off the event loop)."""
+def load_model_state(repository: ModelRepository, version: int) -> ModelState:
+    """Open one version (blocking file I/O, but no parse: call it off the event loop)."""
     directory = repository.version_dir(version)
-    data = json.loads((directory / IDS_FILE).read_text())
-    known_items, known_rows = _by_recency(data["items"])
-    users, items = IdMap.from_json(data["users"]), IdMap.from_json(data["items"])
+    manifest = ExportManifest.read(directory)
+    users = IdTable.load(directory / ID_TABLES_DIR, "users")
+    items = IdTable.load(directory / ID_TABLES_DIR, "items")
+    known_items, known_rows = items.by_recency()
+    size = max(manifest.num_items, int(known_rows.max(initial=0)) + 1)
+    recency = np.full(size, known_rows.shape[0], dtype=np.int64)
+    recency[known_rows] = np.arange(known_rows.shape[0], dtype=np.int64)
+    recency[PADDING_ROW] = known_rows.shape[0]
     return ModelState(
         version=version,
+        manifest=manifest,
         users=users,
         items=items,
-        history_len=history_len_of(data, repository.record(version), default_history_len),
+        directory=directory,
         known_items=known_items,
         known_rows=known_rows,
-        directory=directory,
-        item_row={item: items.row(item) for item in items.known_ids()},
-        user_row={user: users.row(user) for user in users.known_ids()},
-        recency={item: rank for rank, item in enumerate(known_items.tolist())},
+        recency_of_row=recency,
     )
 
 
@@ -109,12 +95,10 @@ class ModelWatcher:
         repository: ModelRepository,
         is_ready: ReadyProbe,
         *,
-        default_history_len: int,
         poll_s: float,
     ) -> None:
         self.repository = repository
         self._is_ready = is_ready
-        self._default_history_len = default_history_len
         self._poll_s = poll_s
         self._states: dict[int, ModelState] = {}
         self.serving: ModelState | None = None
@@ -125,10 +109,14 @@ class ModelWatcher:
     async def refresh(self) -> ModelState | None:
         """One poll: find the newest READY version and load its ID maps if new."""
         versions = await asyncio.to_thread(self.repository.versions)
+        probe_failed = False
         for version in reversed(versions[-_PROBED_VERSIONS:]):
             ready = await self._ready(version)
-            if ready is None and self._keeps_serving(version):
-                return self.serving  # one failed probe (a busy machine) is not "not READY"
+            if ready is None:
+                probe_failed = True
+                if self.serving is not None and self.serving.version == version:
+                    break  # the served version's own probe failed: decided below
+                continue
             if not ready:
                 continue
             self._failed_probes = 0
@@ -139,6 +127,10 @@ class ModelWatcher:
                 log.info("serving model version", extra={"version": version})
             self.serving = self.last_known = state
             return state
+        if probe_failed and self._keeps_serving():
+            # A failed probe (a busy machine, e.g. of the version that just replaced ours)
+            # is not "nothing READY": keep serving until failures repeat.
+            return self.serving
         self.serving = None
         if self.last_known is None and versions:
             # Nothing READY (Triton down since we started): the newest export's known items
@@ -177,10 +169,10 @@ class ModelWatcher:
             log.debug("readiness probe failed", extra={"version": version, "error": str(exc)})
             return None
 
-    def _keeps_serving(self, version: int) -> bool:
-        """The served version survives a few failed probes in a row; after that Triton counts
+    def _keeps_serving(self) -> bool:
+        """The served version survives a few failed polls in a row; after that Triton counts
         as down (requests meanwhile still fail fast through the scorer's circuit breaker)."""
-        if self.serving is None or self.serving.version != version:
+        if self.serving is None:
             return False
         self._failed_probes += 1
         return self._failed_probes < _PROBE_FAILURES_TOLERATED
@@ -188,10 +180,8 @@ class ModelWatcher:
     async def _state(self, version: int) -> ModelState | None:
         if version not in self._states:
             try:
-                state = await asyncio.to_thread(
-                    load_model_state, self.repository, version, self._default_history_len
-                )
-            except (OSError, ValueError, KeyError) as exc:
+                state = await asyncio.to_thread(load_model_state, self.repository, version)
+            except (OSError, ValueError, KeyError, ManifestError) as exc:
                 log.warning("cannot read ids", extra={"version": version, "error": str(exc)})
                 return None
             self._states[version] = state

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from freshrank.model import PADDING_ROW
+from freshrank.core.id_table import PADDING_ROW
 from freshrank.ranking.candidates import Retrieval
 from freshrank.ranking.fallback import PopularityFallback, top_k
 from freshrank.ranking.features import FeatureLookup
@@ -95,7 +95,7 @@ class Ranker:
         try:
             scores = await self._scorer.score(
                 model.version,
-                model.user_row.get(query.user_id, PADDING_ROW),
+                model.user_row(query.user_id),
                 self._history_rows(model, history),
                 item_rows,
             )

@@ -36,8 +36,13 @@ class TorchScorer:
 
     name = "torch"
 
-    def __init__(self, repository: ModelRepository, *, threads: int = 1) -> None:
+    def __init__(
+        self, repository: ModelRepository, *, threads: int = 1, device: str = "cpu"
+    ) -> None:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: this torch build sees no CUDA device")
         self.repository = repository
+        self.device = torch.device(device)
         self._models: dict[int, torch.jit.ScriptModule] = {}
         self._lock = threading.Lock()
         torch.set_num_threads(threads)
@@ -52,7 +57,7 @@ class TorchScorer:
 
     def _load(self, version: int) -> None:
         model = torch.jit.load(  # type: ignore[no-untyped-call]
-            str(self.repository.version_dir(version) / MODEL_FILE), "cpu"
+            str(self.repository.version_dir(version) / MODEL_FILE), self.device
         )
         model.eval()
         with self._lock:
@@ -66,11 +71,11 @@ class TorchScorer:
             raise ScoringUnavailable("model_not_loaded", f"version {version}")
         with torch.inference_mode():
             scores = model(
-                torch.tensor([[user_row]], dtype=torch.int64),
-                torch.from_numpy(history).reshape(1, -1),
-                torch.from_numpy(candidates).reshape(1, -1),
+                torch.tensor([[user_row]], dtype=torch.int64, device=self.device),
+                torch.from_numpy(history).reshape(1, -1).to(self.device),
+                torch.from_numpy(candidates).reshape(1, -1).to(self.device),
             )
-        out: Scores = scores[0].float().numpy().astype(np.float32, copy=False)
+        out: Scores = scores[0].float().cpu().numpy().astype(np.float32, copy=False)
         return out
 
     async def close(self) -> None:

@@ -40,14 +40,19 @@ _STARTUP_PROBE_S = 2.0
 
 def build_scorer(settings: RankingSettings, repository: ModelRepository) -> Scorer:
     if settings.scorer == "torch":
-        return TorchScorer(repository)
+        return TorchScorer(repository, device=settings.device)
     return TritonScorer(
         settings.triton_url,
         settings.triton_model,
         protocol=settings.triton_protocol,
         deadline_s=settings.triton_deadline_ms / 1000,
         retries=settings.retries,
-        breaker=CircuitBreaker(settings.breaker_failures, settings.breaker_open_s),
+        breaker=CircuitBreaker(
+            settings.breaker_failures,
+            settings.breaker_open_s,
+            min_failing_s=settings.breaker_failing_s,
+        ),
+        live=settings.triton_live,
     )
 
 
@@ -74,7 +79,6 @@ async def create_ranking_app(
     watcher = ModelWatcher(
         repository,
         scorer.is_ready,
-        default_history_len=settings.history_len,
         poll_s=settings.model_poll_s,
     )
     fallback = PopularityFallback()

@@ -20,7 +20,7 @@ import numpy.typing as npt
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from freshrank.core.model_repo import INPUTS, OUTPUT
+from freshrank.core.model_repo import INPUTS, OUTPUT, VERSION_INPUT, live_model_name
 from freshrank.core.settings import host_port
 
 __all__ = [
@@ -33,8 +33,9 @@ __all__ = [
 ]
 
 _tracer = trace.get_tracer("freshrank.ranking")
-# Triton's answer (HTTP 503/404, gRPC UNAVAILABLE/NOT_FOUND) for a version it no longer serves.
-_UNKNOWN_VERSION = "Request for unknown model"
+# Triton's answer (HTTP 503/404, gRPC UNAVAILABLE/NOT_FOUND) for a version it no longer serves,
+# and the live model's (core.triton_python_model.NOT_LOADED) for one it does not hold.
+_UNKNOWN_VERSION = ("Request for unknown model", "is not loaded in the live model")
 Rows = npt.NDArray[np.int64]
 Scores = npt.NDArray[np.float32]
 
@@ -59,15 +60,32 @@ class VersionUnavailable(ScoringUnavailable):
 
 
 class CircuitBreaker:
-    """Closed -> open after N consecutive failures -> half-open after ``open_s``."""
+    """Closed -> open after N consecutive failures spanning ``min_failing_s`` -> half-open
+    after ``open_s``.
+
+    The span is what tells a dead or stuck Triton from one slow moment: a 60 ms stall on a busy
+    machine fails every request in flight at once (10 at 200 req/s), which is N consecutive
+    failures but not a Triton to skip; opening then cost a whole ``open_s`` of fallbacks (in
+    ``freshrank bench ranking --trainer-beside``, 7 deadline misses became 1,138 fallbacks).
+    Neither did a span of 250 ms: at 100,000 users with a trainer beside, the whole machine
+    (the in-process peer too) stalls that long at times. A Triton that is down keeps failing
+    past the span and opens the circuit as before.
+    """
 
     def __init__(
-        self, failures: int, open_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        failures: int,
+        open_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        min_failing_s: float = 0.5,
     ) -> None:
         self._threshold = max(1, failures)
         self._open_s = open_s
+        self._min_failing_s = min_failing_s
         self._clock = clock
         self._failures = 0
+        self._failing_since = 0.0
         self._open_until = 0.0
 
     @property
@@ -78,15 +96,24 @@ class CircuitBreaker:
         self._failures = 0
 
     def failure(self) -> None:
+        now = self._clock()
+        if self._failures == 0:
+            self._failing_since = now
         self._failures += 1
-        if self._failures >= self._threshold:
-            self._open_until = self._clock() + self._open_s
-            # Half-open afterwards: one more failure re-opens at once.
-            self._failures = self._threshold - 1
+        failing_for = now - self._failing_since
+        if self._failures >= self._threshold and failing_for >= self._min_failing_s:
+            self._open_until = now + self._open_s
+            # Half-open afterwards: the streak goes on, so one more failure re-opens at once.
 
 
 class TritonScorer:
-    """Scores candidates for one user on a given model version in Triton."""
+    """Scores candidates for one user on a given model version in Triton.
+
+    ``live``: call the live model (``core.model_repo.live_model_name``), one long-lived
+    Python-backend model serving every version in place, naming the version in its
+    ``model_version`` input; a version is READY there once it answers a probe. Otherwise each
+    version is a Triton model version (the production ``pytorch_libtorch`` layout).
+    """
 
     name = "triton"
 
@@ -99,8 +126,11 @@ class TritonScorer:
         deadline_s: float = 0.05,
         retries: int = 1,
         breaker: CircuitBreaker | None = None,
+        live: bool = False,
     ) -> None:
         self.model_name = model_name
+        self.live = live
+        self._target = live_model_name(model_name) if live else model_name
         self.protocol = protocol
         self.deadline_s = deadline_s
         self.retries = retries
@@ -117,7 +147,18 @@ class TritonScorer:
 
     async def is_ready(self, version: int) -> bool:
         async with asyncio.timeout(max(self.deadline_s, 1.0)):
-            return bool(await self._client.is_model_ready(self.model_name, str(version)))
+            if not self.live:
+                return bool(await self._client.is_model_ready(self.model_name, str(version)))
+            one = np.zeros(1, dtype=np.int64)
+            try:
+                await self._client.infer(
+                    self._target, self._inputs(version, 0, one, one), model_version=""
+                )
+            except Exception as exc:
+                if any(marker in str(exc) for marker in _UNKNOWN_VERSION):
+                    return False  # Triton is up; this version is not (yet) served
+                raise
+            return True
 
     async def score(self, version: int, user_row: int, history: Rows, candidates: Rows) -> Scores:
         """Scores (float32, aligned with ``candidates``) or ``ScoringUnavailable``."""
@@ -159,7 +200,8 @@ class TritonScorer:
     ) -> Scores:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline_s
-        inputs = self._inputs(user_row, history, candidates)
+        inputs = self._inputs(version, user_row, history, candidates)
+        model_version = "" if self.live else str(version)
         last_error: Exception | None = None
         for _ in range(self.retries + 1):
             remaining = deadline - loop.time()
@@ -168,12 +210,12 @@ class TritonScorer:
             try:
                 async with asyncio.timeout(remaining):
                     result = await self._client.infer(
-                        self.model_name, inputs, model_version=str(version), headers=headers
+                        self._target, inputs, model_version=model_version, headers=headers
                     )
             except TimeoutError:
                 raise ScoringUnavailable("deadline", f"{self.deadline_s * 1000:.0f} ms") from None
             except Exception as exc:  # connection refused/reset, Triton error: retry, bounded
-                if _UNKNOWN_VERSION in str(exc):  # retrying the same version cannot help
+                if any(marker in str(exc) for marker in _UNKNOWN_VERSION):  # retry cannot help
                     raise VersionUnavailable(version, str(exc)) from None
                 last_error = exc
                 continue
@@ -181,14 +223,18 @@ class TritonScorer:
             return scores
         raise ScoringUnavailable("triton_error", str(last_error))
 
-    def _inputs(self, user_row: int, history: Rows, candidates: Rows) -> list[Any]:
-        arrays = (
+    def _inputs(self, version: int, user_row: int, history: Rows, candidates: Rows) -> list[Any]:
+        arrays = [
             np.array([[user_row]], dtype=np.int64),
             history.reshape(1, -1),
             candidates.reshape(1, -1),
-        )
+        ]
+        names = list(INPUTS)
+        if self.live:
+            names.append(VERSION_INPUT)
+            arrays.append(np.array([[version]], dtype=np.int64))
         inputs = []
-        for name, array in zip(INPUTS, arrays, strict=True):
+        for name, array in zip(names, arrays, strict=True):
             tensor = self._module.InferInput(name, list(array.shape), "INT64")
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)

@@ -54,6 +54,9 @@ class StackConfig:
     services: tuple[str, ...] = SERVICE_ROLES
     architecture: str = "sasrec"
     export_interval_s: float = 5.0
+    # CPU budget on a small machine: the trainer yields the cores to serving when both want
+    # them (ranking latency is what callers wait on; training catches up between bursts).
+    trainer_nice: int = 10
     # More settings by field name (num_users=128 ...), for each role that has them.
     extra_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -99,6 +102,9 @@ class LocalStack(StartStop):
             "port": self.ports[role],
             "model_repository": self.model_repository,
             "triton_url": self.triton.http_url,
+            # One long-lived Python-backend model serves every version in place.
+            "triton_live": True,
+            "model_poll_s": 0.25,  # a probe of the live model is cheap
             "feature_url": self.url("feature"),
             "database_url": f"sqlite+aiosqlite:///{self.workdir / 'features.db'}",
             "checkpoint_dir": self.workdir / "checkpoints",
@@ -146,9 +152,10 @@ class LocalStack(StartStop):
                 path.unlink(missing_ok=True)
 
     def _start_service(self, role: str) -> None:
+        nice = ["nice", "-n", str(self.config.trainer_nice)] if role == "trainer" else []
         process = ManagedProcess(
             role,
-            [sys.executable, "-m", "freshrank.cli", role],
+            [*nice, sys.executable, "-m", "freshrank.cli", role],
             log_path=self.workdir / "logs" / f"{role}.log",
             env=self.service_env(role),
         )

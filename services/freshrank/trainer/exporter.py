@@ -8,6 +8,11 @@ the manifest entry carries the measured freshness and ranking never reads a reco
 version Triton is not serving. Triton keeps serving the previous version until then and
 swaps atomically (``version_policy: latest 1``). A version that fails to load is removed again.
 
+With ``LiveTritonControl`` (the embedded Triton) a version is not a Triton model version: the
+one long-lived ``<name>-ranker-live`` model loads each new version in place (no new process,
+no torch import) and a version is READY once it answers a probe naming it; "load" then only
+makes sure the live model itself is loaded.
+
 The trainer owns model versions, so it also keeps Triton serving them (``watch``): Triton runs
 with explicit model control and loads nothing by itself, so after Triton restarts (or unloads
 the model) nothing would be served until the next export, which on a quiet stream may never
@@ -28,16 +33,18 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import tritonclient.http.aio as triton_http
 from opentelemetry import trace
+from tritonclient.utils import InferenceServerException
 
-from freshrank.core.model_repo import ExportRecord, ModelRepository
+from freshrank.core.contracts.manifest import ExportManifest, ExportRecord, ExportTimings
+from freshrank.core.model_repo import INPUTS, VERSION_INPUT, ModelRepository, live_model_name
 from freshrank.core.triton_auth import admin_headers
 from freshrank.trainer.metrics import TrainerMetrics
 
-__all__ = ["ExportFailed", "Exporter", "StagedExport", "TritonControl"]
+__all__ = ["ExportFailed", "Exporter", "LiveTritonControl", "StagedExport", "TritonControl"]
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("freshrank.trainer")
@@ -50,15 +57,15 @@ class ExportFailed(RuntimeError):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class StagedExport:
-    """A model written by the learner, with what its manifest record will say."""
+    """A model written by the learner (with its ``export.json``), and what its record adds."""
 
     directory: Path
-    architecture: str
     events_covered: int
     last_event_timestamp_ms: int  # newest event time (the event's own timestamp)
     newest_ingest_ms: int  # Kafka timestamp of the newest message covered
     metrics: dict[str, float]
-    extra: dict[str, Any]
+    offsets: dict[str, int] = dataclasses.field(default_factory=dict)  # "topic:partition"
+    id_stats: dict[str, int] = dataclasses.field(default_factory=dict)
     staged_at_ms: int = dataclasses.field(default_factory=lambda: int(time.time() * 1000))
 
 
@@ -95,6 +102,47 @@ class TritonControl:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+class LiveTritonControl(TritonControl):
+    """Model control of the live model: one Triton model serving every version in place.
+
+    ``load`` loads the live model when Triton does not have it (never reloads a loaded one:
+    that would restart its process); a version is READY when the live model answers for it.
+    """
+
+    async def load(self, model: str) -> None:
+        live = live_model_name(model)
+        with contextlib.suppress(Exception):  # not READY or unknown: load it below
+            if await self._client.is_model_ready(live):
+                return
+        await self._client.load_model(live, headers=self._control_headers)
+
+    async def is_ready(self, model: str, version: int, timeout_s: float) -> bool:
+        async with asyncio.timeout(timeout_s):
+            return await self._answers(model, version)
+
+    async def wait_ready(self, model: str, version: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not await self._answers(model, version):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{model} version {version} not served after {timeout_s}s")
+            await asyncio.sleep(_READY_POLL_S)
+
+    async def _answers(self, model: str, version: int) -> bool:
+        arrays = [np.zeros((1, 1), dtype=np.int64)] * len(INPUTS)
+        arrays.append(np.array([[version]], dtype=np.int64))
+        inputs = []
+        for name, array in zip([*INPUTS, VERSION_INPUT], arrays, strict=True):
+            tensor = triton_http.InferInput(name, list(array.shape), "INT64")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        try:
+            await self._client.infer(live_model_name(model), inputs)
+        except InferenceServerException as exc:  # Triton answered: not (yet) served
+            log.debug("live model does not answer for version %s: %s", version, exc)
+            return False
+        return True  # anything else (Triton unreachable) propagates, as for is_model_ready
 
 
 class Exporter:
@@ -142,9 +190,21 @@ class Exporter:
         async with self._control:
             loop = asyncio.get_running_loop()
             latest = await loop.run_in_executor(self._io, self.repository.latest_good_version)
+            if latest is None and isinstance(self.triton, LiveTritonControl):
+                await self._prepare_live(loop)
             served = 0 if latest is None else await self._serve(latest)
         self._set_served(served)
         return served
+
+    async def _prepare_live(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Before the first export: start the live model, so its one-time cost (a process,
+        the torch import) is paid now and not by the first version's freshness."""
+        assert self.triton is not None
+        try:
+            await loop.run_in_executor(self._io, self.repository.write_live_model)
+            await self.triton.load(self.repository.model_name)
+        except Exception as exc:  # Triton not up yet: the next pass tries again
+            log.debug("live model not loaded yet: %s", exc)
 
     async def _serve(self, version: int) -> int:
         assert self.triton is not None
@@ -188,7 +248,8 @@ class Exporter:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
                 raise ExportFailed(str(exc)) from exc
             span.set_attribute("freshrank.model.version", record.version)
-            span.set_attribute("freshrank.freshness_s", float(record.extra["freshness_s"]))
+            if record.timings is not None:
+                span.set_attribute("freshrank.freshness_s", record.timings.freshness_s)
         self._observe(record, staged)
         removed = await loop.run_in_executor(self._io, self.repository.prune, self.keep_versions)
         if removed:
@@ -200,34 +261,38 @@ class Exporter:
 
         def populate(directory: Path) -> None:
             for path in staged.directory.iterdir():
-                shutil.copy2(path, directory / path.name)
+                if path.is_dir():  # the ID tables (ids/)
+                    shutil.copytree(path, directory / path.name)
+                else:
+                    shutil.copy2(path, directory / path.name)
 
         def record(version: int) -> ExportRecord:
             attempted.append(version)
+            manifest = ExportManifest.read(self.repository.version_dir(version))
             if self.triton is not None:
                 load = self.triton.load_and_wait(
                     self.repository.model_name, version, self.ready_timeout_s
                 )
                 asyncio.run_coroutine_threadsafe(load, loop).result()
             ready_ms = int(time.time() * 1000)
-            freshness_s = max(0.0, (ready_ms - staged.newest_ingest_ms) / 1000.0)
             return ExportRecord(
                 version=version,
-                architecture=staged.architecture,
+                model=manifest,
                 events_covered=staged.events_covered,
                 last_event_timestamp_ms=staged.last_event_timestamp_ms,
                 exported_at_ms=ready_ms,
                 metrics=dict(staged.metrics),
-                extra={
-                    **staged.extra,
-                    "last_ingest_timestamp_ms": staged.newest_ingest_ms,
-                    "ready_at_ms": ready_ms,
-                    "freshness_s": freshness_s,
+                timings=ExportTimings(
+                    last_ingest_timestamp_ms=staged.newest_ingest_ms,
+                    ready_at_ms=ready_ms,
+                    freshness_s=max(0.0, (ready_ms - staged.newest_ingest_ms) / 1000.0),
                     # Where the time went: stream -> staged model, staged -> READY on Triton.
-                    "staged_s": max(0.0, (staged.staged_at_ms - staged.newest_ingest_ms) / 1000.0),
-                    "publish_s": (ready_ms - staged.staged_at_ms) / 1000.0,
-                    "served_by_triton": self.triton is not None,
-                },
+                    staged_s=max(0.0, (staged.staged_at_ms - staged.newest_ingest_ms) / 1000.0),
+                    publish_s=(ready_ms - staged.staged_at_ms) / 1000.0,
+                ),
+                offsets=dict(staged.offsets),
+                id_stats=dict(staged.id_stats),
+                served_by_triton=self.triton is not None,
             )
 
         try:
@@ -239,7 +304,8 @@ class Exporter:
 
     def _observe(self, record: ExportRecord, staged: StagedExport) -> None:
         self.metrics.exports.labels(outcome="ok").inc()
-        self.metrics.freshness.observe(float(record.extra["freshness_s"]))
+        freshness_s = record.timings.freshness_s if record.timings is not None else 0.0
+        self.metrics.freshness.observe(freshness_s)
         self._set_served(record.version)
         self.metrics.last_export.set(record.exported_at_ms / 1000.0)
         self.metrics.last_exported_event.set(staged.newest_ingest_ms / 1000.0)
@@ -248,7 +314,7 @@ class Exporter:
             extra={
                 "version": record.version,
                 "events_covered": record.events_covered,
-                "freshness_s": record.extra["freshness_s"],
+                "freshness_s": freshness_s,
             },
         )
 

@@ -341,31 +341,19 @@ class TrainerLoop:
         self._publishing = asyncio.ensure_future(self._publish(staged, served_state))
 
     def _stage(self) -> tuple[StagedExport, dict[str, Any] | None]:
-        """Training thread: write model.pt + ids.json and describe them."""
+        """Training thread: write model.pt, export.json and the ID tables, and describe them."""
         directory = self._staging_root() / uuid.uuid4().hex
         directory.mkdir(parents=True)
         self.learner.export(directory)
-        settings = self.settings
         staged = StagedExport(
             directory=directory,
-            architecture=settings.architecture,
             events_covered=self.learner.events_trained,
             last_event_timestamp_ms=self.learner.last_event_timestamp_ms,
             newest_ingest_ms=self.newest_ingest_ms,
             # NaN (e.g. no full-catalogue events yet) would make the manifest invalid JSON.
             metrics={k: v for k, v in self.learner.rolling.items() if math.isfinite(v)},
-            extra={
-                "history_len": settings.history_len,
-                "model": {
-                    "architecture": settings.architecture,
-                    "dim": settings.dim,
-                    "history_len": settings.history_len,
-                    "num_users": settings.num_users,
-                    "num_items": settings.num_items,
-                },
-                "offsets": {f"{t}:{p}": o for (t, p), o in sorted(self.position.items())},
-                "id_stats": self.learner.id_stats(),
-            },
+            offsets={f"{t}:{p}": o for (t, p), o in sorted(self.position.items())},
+            id_stats=self.learner.id_stats(),
         )
         served_state = None
         if self._shadow_factory is not None:

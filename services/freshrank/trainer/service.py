@@ -20,7 +20,7 @@ from freshrank.core.http import create_app, serve
 from freshrank.core.kafka import ensure_topics
 from freshrank.core.model_repo import ModelRepository
 from freshrank.trainer.checkpoint import CheckpointStore
-from freshrank.trainer.exporter import Exporter, TritonControl
+from freshrank.trainer.exporter import Exporter, LiveTritonControl, TritonControl
 from freshrank.trainer.learning import Learner, build_learner
 from freshrank.trainer.loop import TrainerLoop
 from freshrank.trainer.metrics import TrainerMetrics
@@ -35,8 +35,9 @@ def build_trainer(
     settings: TrainerSettings, registry: CollectorRegistry, learner: Learner | None = None
 ) -> TrainerLoop:
     metrics = TrainerMetrics(registry)
+    control = LiveTritonControl if settings.triton_live else TritonControl
     triton = (
-        TritonControl(settings.triton_host_port, settings.triton_admin_key.get_secret_value())
+        control(settings.triton_host_port, settings.triton_admin_key.get_secret_value())
         if settings.triton_url
         else None
     )

@@ -1,0 +1,146 @@
+"""The export contract: what one model version is (``ExportManifest``) and what publishing it
+recorded (``ExportRecord``), typed, written by the trainer and read by ranking, demo and bench.
+
+``ExportManifest`` lives in the version directory (``export.json``) beside ``model.pt`` and the
+ID tables, so it is renamed into place with them: whoever sees the version sees its manifest.
+It is written once, by ``freshrank.model.export``, and ranking reads it once per version: the
+history length and the architecture have no other source and no fallback.
+
+``ExportRecord`` is one entry of the repository's ``manifest.json`` (the export history),
+appended by the trainer's exporter after Triton served the version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Self
+
+__all__ = [
+    "EXPORT_MANIFEST_FILE",
+    "ExportManifest",
+    "ExportRecord",
+    "ExportTimings",
+    "ManifestError",
+]
+
+EXPORT_MANIFEST_FILE = "export.json"
+
+
+class ManifestError(ValueError):
+    """A manifest or record that does not match its type (missing, unknown or mistyped keys)."""
+
+
+def _check(cls: type[Any], data: Any) -> dict[str, Any]:
+    """``data`` as keyword arguments of the dataclass ``cls``: no unknown, no missing keys."""
+    if not isinstance(data, dict):
+        raise ManifestError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ManifestError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
+    required = {
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    missing = required - set(data)
+    if missing:
+        raise ManifestError(f"{cls.__name__}: missing keys {sorted(missing)}")
+    return dict(data)
+
+
+def _typed(name: str, value: Any, kind: type | tuple[type, ...]) -> Any:
+    if isinstance(value, bool) and kind is not bool:
+        raise ManifestError(f"{name}: expected {kind}, got a boolean")
+    if not isinstance(value, kind):
+        raise ManifestError(f"{name}: expected {kind}, got {type(value).__name__}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExportManifest:
+    """One exported version as serving needs it (``<version>/export.json``)."""
+
+    architecture: str
+    history_len: int  # history rows the model takes; ranking pads/truncates to it
+    dim: int
+    num_users: int  # embedding rows (row 0: padding / unknown)
+    num_items: int
+    users: int  # active user IDs in the version's ID table
+    items: int  # active item IDs
+
+    def __post_init__(self) -> None:
+        _typed("architecture", self.architecture, str)
+        for name in ("history_len", "dim", "num_users", "num_items", "users", "items"):
+            _typed(name, getattr(self, name), int)
+        if self.history_len < 1 or self.dim < 1:
+            raise ManifestError("history_len and dim must be >= 1")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Self:
+        return cls(**_check(cls, data))
+
+    def write(self, directory: Path) -> None:
+        (directory / EXPORT_MANIFEST_FILE).write_text(json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def read(cls, directory: Path) -> Self:
+        try:
+            return cls.from_json(json.loads((directory / EXPORT_MANIFEST_FILE).read_text()))
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{directory / EXPORT_MANIFEST_FILE}: {exc}") from exc
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExportTimings:
+    """Where an export's freshness went: stream -> staged model -> served by Triton."""
+
+    last_ingest_timestamp_ms: int  # Kafka timestamp of the newest message covered
+    ready_at_ms: int  # when Triton first answered with this version
+    freshness_s: float  # ingest of the newest covered event -> served
+    staged_s: float  # ingest -> model.pt written by the learner
+    publish_s: float  # staged -> served
+
+    @classmethod
+    def from_json(cls, data: Any) -> Self:
+        values = _check(cls, data)
+        for name in ("freshness_s", "staged_s", "publish_s"):
+            values[name] = float(_typed(name, values[name], (int, float)))
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExportRecord:
+    """What publishing one version recorded: an entry of the repository's ``manifest.json``."""
+
+    version: int
+    model: ExportManifest
+    events_covered: int  # events trained on, cumulative
+    last_event_timestamp_ms: int  # newest event time the model has seen
+    exported_at_ms: int = dataclasses.field(default_factory=lambda: int(time.time() * 1000))
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    timings: ExportTimings | None = None  # None: published without a Triton (or by a tool)
+    offsets: dict[str, int] = dataclasses.field(default_factory=dict)  # "topic:partition"
+    id_stats: dict[str, int] = dataclasses.field(default_factory=dict)
+    served_by_triton: bool = False
+
+    @property
+    def architecture(self) -> str:
+        return self.model.architecture
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Self:
+        values = _check(cls, data)
+        values["model"] = ExportManifest.from_json(values["model"])
+        if values.get("timings") is not None:
+            values["timings"] = ExportTimings.from_json(values["timings"])
+        return cls(**values)

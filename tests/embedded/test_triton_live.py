@@ -1,0 +1,181 @@
+"""The live model on a real tritonserver: one Python-backend process serves every version in
+place, the previous version answers until callers move on, and concurrent requests are
+batched into one forward."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from freshrank.core.model_repo import (
+    INPUTS,
+    VERSION_INPUT,
+    ExportRecord,
+    ModelRepository,
+    live_model_name,
+)
+from freshrank.embedded import EmbeddedTriton
+from freshrank.model import IdMap, ModelConfig, build_model
+from freshrank.model.export import export_version
+
+pytestmark = pytest.mark.integration
+MODEL = "live-ranker"
+LIVE = live_model_name(MODEL)
+CANDIDATES = np.arange(1, 20, dtype=np.int64).reshape(1, 19)
+HISTORY = np.array([[1, 2, 0, 0]], dtype=np.int64)
+
+
+def _publish(repo: ModelRepository, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(architecture="mf", num_users=10, num_items=20, dim=8)).eval()
+    ids = {"users": IdMap(10).to_json(), "items": IdMap(20).to_json()}
+
+    def populate(directory: Path) -> None:
+        export_version(model, directory, ids)
+
+    repo.write_version(
+        populate,
+        lambda v: ExportRecord(
+            version=v, model=repo.export_manifest(v), events_covered=0, last_event_timestamp_ms=0
+        ),
+    )
+    return model
+
+
+def _inputs(version: int, user: int = 3) -> list[httpclient.InferInput]:
+    arrays = [np.array([[user]], dtype=np.int64), HISTORY, CANDIDATES]
+    arrays.append(np.array([[version]], dtype=np.int64))
+    out = []
+    for name, array in zip([*INPUTS, VERSION_INPUT], arrays, strict=True):
+        tensor = httpclient.InferInput(name, list(array.shape), "INT64")
+        tensor.set_data_from_numpy(array)
+        out.append(tensor)
+    return out
+
+
+def _expected(model: torch.nn.Module, user: int = 3) -> np.ndarray:  # type: ignore[type-arg]
+    with torch.no_grad():
+        scores: np.ndarray = model(  # type: ignore[type-arg]
+            torch.tensor([[user]]), torch.from_numpy(HISTORY), torch.from_numpy(CANDIDATES)
+        ).numpy()
+    return scores
+
+
+def _wait_answers(client: httpclient.InferenceServerClient, version: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.infer(LIVE, _inputs(version))
+            return
+        except InferenceServerException as exc:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"version {version} never answered: {exc}") from exc
+        time.sleep(0.02)
+
+
+def _stub_pids(triton: EmbeddedTriton) -> set[int]:
+    """Python-backend stub processes descending from this tritonserver."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # exited meanwhile
+            continue
+        pid = int(text.split(" ", 1)[0])
+        names[pid] = text[text.index("(") + 1 : text.rindex(")")]
+        parents[pid] = int(text[text.rindex(")") + 2 :].split()[1])
+    root = triton.process.pid
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    # comm is cut at 15 characters: "triton_python_b(ackend_stub)"
+    return {p for p, n in names.items() if n.startswith("triton_python") and descends(p)}
+
+
+def test_new_versions_swap_in_place_without_a_failed_request(
+    triton: EmbeddedTriton, model_repository: Path
+) -> None:
+    repo = ModelRepository(model_repository, MODEL)
+    models = {1: _publish(repo, seed=1)}
+    client = httpclient.InferenceServerClient(triton.http_url, concurrency=4)
+    client.load_model(LIVE)
+    assert client.is_model_ready(LIVE)
+    np.testing.assert_allclose(
+        client.infer(LIVE, _inputs(1)).as_numpy("scores"), _expected(models[1]), atol=1e-5
+    )
+    stubs = _stub_pids(triton)
+    assert len(stubs) == 1  # one long-lived stub for the live model
+
+    # Load on version 1 while versions 2 and 3 are published: every request must be answered.
+    stop, failures, answered = threading.Event(), [], [0]
+
+    def hammer() -> None:
+        own = httpclient.InferenceServerClient(triton.http_url)
+        while not stop.is_set():
+            try:
+                own.infer(LIVE, _inputs(1))
+                answered[0] += 1
+            except InferenceServerException as exc:
+                failures.append(str(exc))
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    try:
+        for version in (2, 3):
+            models[version] = _publish(repo, seed=version)
+            _wait_answers(client, version, timeout=60)
+    finally:
+        stop.set()
+        worker.join()
+    assert failures == []
+    assert answered[0] > 0
+    for version, model in models.items():  # each version scores with its own weights
+        served = client.infer(LIVE, _inputs(version)).as_numpy("scores")
+        np.testing.assert_allclose(served, _expected(model), atol=1e-5)
+    assert _stub_pids(triton) == stubs  # no new process per version
+
+    # Older than the newest KEEP (3) versions: dropped, with an answer that says so.
+    models[4] = _publish(repo, seed=4)
+    _wait_answers(client, 4, timeout=60)
+    with pytest.raises(InferenceServerException, match="not loaded in the live model"):
+        client.infer(LIVE, _inputs(1))
+    with pytest.raises(InferenceServerException, match="not loaded in the live model"):
+        client.infer(LIVE, _inputs(99))
+
+
+def test_concurrent_requests_are_scored_in_batches(
+    triton: EmbeddedTriton, model_repository: Path
+) -> None:
+    repo = ModelRepository(model_repository, MODEL)
+    model = _publish(repo, seed=1)
+    client = httpclient.InferenceServerClient(triton.http_url)
+    client.load_model(LIVE)
+    requests = 64
+
+    def one(user: int) -> np.ndarray:  # type: ignore[type-arg]
+        own = httpclient.InferenceServerClient(triton.http_url)
+        scores: np.ndarray = own.infer(LIVE, _inputs(1, user)).as_numpy("scores")  # type: ignore[type-arg]
+        return scores
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, [u % 10 for u in range(requests)]))
+    for user, scores in zip([u % 10 for u in range(requests)], results, strict=True):
+        np.testing.assert_allclose(scores, _expected(model, user), atol=1e-5)
+    stats = client.get_inference_statistics(LIVE)["model_stats"][0]
+    # Triton counts one execution per batch handed to ``execute`` (one forward per batch).
+    assert stats["inference_count"] >= requests
+    assert stats["execution_count"] < stats["inference_count"]
