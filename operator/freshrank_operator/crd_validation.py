@@ -7,8 +7,8 @@ OpenAPI types, ranges, enums and patterns through ``jsonschema``, and the CEL ru
 parses specs with the typed model of ``spec`` and never imports this module, so ``jsonschema``
 is a dependency of the ``local`` and ``dev`` extras, not of the runtime.
 
-The CRD's identity is re-exported so that a caller building and validating a CR needs this one
-import.
+``API_VERSION`` and ``KIND`` are re-exported so that a caller building and validating a CR
+needs this one import.
 """
 
 from __future__ import annotations
@@ -21,27 +21,9 @@ from typing import Any
 
 from jsonschema import Draft4Validator
 
-from freshrank_operator.crd import (
-    API_VERSION,
-    GROUP,
-    KIND,
-    PLURAL,
-    VERSION,
-    SchemaError,
-    shared_object_schema,
-)
+from freshrank_operator.crd import API_VERSION, KIND, SchemaError, shared_object_schema
 
-__all__ = [
-    "API_VERSION",
-    "GROUP",
-    "KIND",
-    "PLURAL",
-    "VERSION",
-    "SchemaError",
-    "apply_defaults",
-    "schema_errors",
-    "validate",
-]
+__all__ = ["API_VERSION", "KIND", "SchemaError", "apply_defaults", "schema_errors", "validate"]
 
 
 def apply_defaults(value: Any, schema: Mapping[str, Any]) -> Any:
