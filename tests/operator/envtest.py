@@ -93,11 +93,14 @@ async def new_namespace(client: KubeClient, labels: Mapping[str, str] | None = N
     return name
 
 
-async def service_account_token(client: KubeClient, namespace: str, name: str) -> str:
-    """A TokenRequest token of ServiceAccount ``namespace/name`` (created here): what RBAC
-    then allows it is what a pod of that account could do."""
+async def service_account_token(
+    client: KubeClient, namespace: str, name: str, *, create: bool = True
+) -> str:
+    """A TokenRequest token of ServiceAccount ``namespace/name`` (created here unless
+    ``create`` is false): what RBAC then allows it is what a pod of that account could do."""
     accounts = f"/api/v1/namespaces/{namespace}/serviceaccounts"
-    await client.request("POST", accounts, body={"metadata": {"name": name}})
+    if create:
+        await client.request("POST", accounts, body={"metadata": {"name": name}})
     issued = await client.request(
         "POST", f"{accounts}/{name}/token", body={"spec": {"expirationSeconds": 3600}}
     )

@@ -10,17 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from envtest import (
     ClusterApi,
     eventually,
     example_cr,
     grant_chart_rbac,
+    kubeconfig_for,
     new_namespace,
     running_operator,
+    service_account_token,
 )
 
-from freshrank.embedded.kubernetes import EmbeddedKubernetes, kubeconfig_document
+from freshrank.embedded.kubernetes import EmbeddedKubernetes
 from freshrank_operator import render
 from freshrank_operator.kube import KubeClient
 
@@ -75,19 +76,9 @@ async def _service_account_kubeconfig(
     ``watchNamespaces: [namespace]``: its ClusterRole (cluster reads only) and a Role in the
     watched namespace. Returns the account's name; ``path`` gets a kubeconfig with its token."""
     name = "freshrank-operator"
-    await kube.request(
-        "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", body={"metadata": {"name": name}}
-    )
+    token = await service_account_token(kube, namespace, name)
     await grant_chart_rbac(kube, namespace, name)
-    token = await kube.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
-    )
-    document = kubeconfig_document(
-        kube_cluster.server, token["status"]["token"], kube_cluster.ca_data()
-    )
-    path.write_text(yaml.safe_dump(document))  # noqa: ASYNC240 (a small local file)
+    kubeconfig_for(kube_cluster, token, path)
     return f"system:serviceaccount:{namespace}:{name}"
 
 
