@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ __all__ = [
     "VERSION",
     "SchemaError",
     "crd_path",
+    "dotted_path",
     "load_crd",
     "object_schema",
     "shared_object_schema",
@@ -50,6 +51,14 @@ class SchemaError:
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
+
+
+def dotted_path(path: Iterable[int | str]) -> str:
+    """``("spec", "kafka", "topics", 0)`` -> ``spec.kafka.topics[0]`` (``<root>`` when empty)."""
+    parts: list[str] = []
+    for part in path:
+        parts.append(f"[{part}]" if isinstance(part, int) else ("." if parts else "") + str(part))
+    return "".join(parts) or "<root>"
 
 
 def crd_path() -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 
 from jsonschema import Draft4Validator
 
-from freshrank_operator.crd import API_VERSION, KIND, SchemaError, shared_object_schema
+from freshrank_operator.crd import API_VERSION, KIND, SchemaError, dotted_path, shared_object_schema
 
 __all__ = ["API_VERSION", "KIND", "SchemaError", "apply_defaults", "schema_errors", "validate"]
 
@@ -47,16 +47,6 @@ def apply_defaults(value: Any, schema: Mapping[str, Any]) -> Any:
     return value
 
 
-def _dotted(path: Iterator[Any] | Any) -> str:
-    parts: list[str] = []
-    for part in path:
-        if isinstance(part, int):
-            parts.append(f"[{part}]")
-        else:
-            parts.append(("." if parts else "") + str(part))
-    return "".join(parts) or "<root>"
-
-
 def _openapi_errors(obj: Mapping[str, Any], schema: Mapping[str, Any]) -> list[SchemaError]:
     # OpenAPI v3.0 keeps draft-4 semantics (boolean exclusiveMinimum); x-kubernetes-* keys are
     # unknown keywords to jsonschema and so ignored, which is what we want here.
@@ -64,11 +54,11 @@ def _openapi_errors(obj: Mapping[str, Any], schema: Mapping[str, Any]) -> list[S
     errors = sorted(validator.iter_errors(dict(obj)), key=lambda e: list(e.absolute_path))
     out = []
     for error in errors:
-        field = _dotted(error.absolute_path)
+        field = dotted_path(error.absolute_path)
         if error.validator == "required" and isinstance(error.instance, dict):
             missing = [r for r in error.validator_value if r not in error.instance]
             if missing:
-                field = _dotted([*error.absolute_path, missing[0]])
+                field = dotted_path([*error.absolute_path, missing[0]])
         out.append(SchemaError(field, error.message))
     return out
 
@@ -117,7 +107,7 @@ def _cel_errors(obj: Mapping[str, Any], schema: Mapping[str, Any]) -> list[Schem
         result = program.evaluate({"self": json_to_cel(value)})
         if not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
             field_path = [*path, *str(rule.get("fieldPath", "")).lstrip(".").split(".")]
-            field = _dotted([p for p in field_path if p != ""])
+            field = dotted_path([p for p in field_path if p != ""])
             out.append(
                 SchemaError(field, str(rule.get("message") or f"failed rule {rule['rule']}"))
             )
