@@ -194,6 +194,14 @@ class ClusterApi:
         created: dict[str, Any] = await self.client.request("POST", self.cr_path, body=dict(body))
         return created
 
+    async def create_example(
+        self, name: str = "shop", *, timeout: float = 60.0, **spec: Any
+    ) -> dict[str, Any]:
+        """``example_cr(name, **spec)`` created; returned once every child it renders exists."""
+        created = await self.create_cr(example_cr(name, self.namespace, **spec))
+        await eventually(lambda: self.all_children_applied(name), timeout=timeout)
+        return created
+
     async def patch_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         patched: dict[str, Any] = await self.client.request(
             "PATCH",
