@@ -1,4 +1,5 @@
-"""Reading topics and group offsets back from the real broker (feature and chaos tests)."""
+"""Writing events to the real broker and reading topics and group offsets back (feature and
+chaos tests)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,29 @@ from collections.abc import Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+from freshrank.core.codec import EventType, InteractionEvent
 from freshrank.core.kafka import ERROR_HEADER, SOURCE_HEADER, EventProducer, consumer_config
+
+
+def produce(bootstrap: str, topic: str, events: Sequence[InteractionEvent]) -> None:
+    producer = EventProducer(bootstrap, topic)
+    for e in events:
+        producer.send(e)
+    producer.flush()
+
+
+def raw_event(**fields: object) -> bytes:
+    """An event's bytes as a producer without the contract (an older codec) would send:
+    ``fields`` over a valid event, none of them checked."""
+    values: dict[str, object] = {
+        "event_id": "bad",
+        "user_id": "u0",
+        "item_id": "i0",
+        "type": EventType.CLICK,
+        "timestamp_ms": int(time.time() * 1000),
+    }
+    values.update(fields)
+    return InteractionEvent(**values).SerializeToString()  # type: ignore[arg-type]
 
 
 def send_raw(bootstrap: str, topic: str, values: Sequence[bytes]) -> None:

@@ -1,6 +1,7 @@
 """The freshrank operator: RecommenderDeployment -> feature, trainer, Triton, ranking on Kubernetes.
 
-Layers: ``crd`` (the schema, loaded from crds/), ``spec`` (the typed spec the rest reads,
+Layers: ``crd`` (the schema, loaded from crds/; ``crd_validation`` checks whole objects
+against it for tests and the bench, never imported here), ``spec`` (the typed spec the rest reads,
 checked against the schema by a test), ``render`` (pure manifests), ``autoscaler``
 (pure control law), ``observe``/``status`` (pure readings), ``kube``/``reconcile`` (async
 API work), ``handlers``/``runtime`` (Kopf). Only the last two import Kopf.
@@ -16,11 +17,8 @@ from freshrank_operator.crd import (
     KIND,
     PLURAL,
     VERSION,
-    apply_defaults,
     crd_path,
     load_crd,
-    schema_errors,
-    validate,
 )
 from freshrank_operator.render import Desired
 from freshrank_operator.render import render as render_manifests
@@ -39,11 +37,8 @@ __all__ = [
     "OperatorConfig",
     "Policy",
     "RecommenderSpec",
-    "apply_defaults",
     "crd_path",
     "load_crd",
     "parse_spec",
     "render_manifests",
-    "schema_errors",
-    "validate",
 ]

@@ -9,7 +9,6 @@ config they consume, so a config change rolls exactly the pods that read it).
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import json
 from collections.abc import Mapping
@@ -379,31 +378,45 @@ def _service_container(
     return container
 
 
+def _mount_models(
+    ctx: _Cr, container: dict[str, Any], volumes: list[dict[str, Any]], *, read_only: bool
+) -> None:
+    """Mount the model repository into ``container`` when it is a volume (not a URL)."""
+    models = _models_volume(ctx)
+    if models is None:
+        return
+    mount: dict[str, Any] = {"name": "models", "mountPath": MODELS_MOUNT}
+    if read_only:
+        mount["readOnly"] = True
+    container.setdefault("volumeMounts", []).append(mount)
+    volumes.append(models)
+
+
 def _pod_template(
     ctx: _Cr,
     component: str,
-    containers: list[dict[str, Any]],
+    container: dict[str, Any],
     config_hash: str | None,
     *,
-    security: dict[str, Any],
-    volumes: list[dict[str, Any]] | None = None,
+    uid: int,
+    writes_volumes: bool,
+    volumes: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """A pod that passes Pod Security "restricted": ``security`` for the pod, a read-only
-    root with a writable /tmp for each container, and no API token (no service calls the
-    Kubernetes API; the operator does that from its own pod)."""
+    """A pod of one container that passes Pod Security "restricted": ``uid`` for the pod
+    (``_pod_security``), a read-only root with a writable /tmp, and no API token (no service
+    calls the Kubernetes API; the operator does that from its own pod)."""
     metadata: dict[str, Any] = {"labels": selector_labels(ctx.name, component)}
     if config_hash is not None:
         metadata["annotations"] = {CONFIG_HASH_ANNOTATION: config_hash}
     tmp_volume, tmp_mount = _tmp_volume()
-    for container in containers:
-        container.setdefault("volumeMounts", []).append(copy.deepcopy(tmp_mount))
+    container.setdefault("volumeMounts", []).append(tmp_mount)
     return {
         "metadata": metadata,
         "spec": {
             "automountServiceAccountToken": False,
-            "securityContext": security,
-            "containers": containers,
-            "volumes": [*(volumes or []), tmp_volume],
+            "securityContext": _pod_security(uid, writes_volumes=writes_volumes),
+            "containers": [container],
+            "volumes": [*volumes, tmp_volume],
         },
     }
 
@@ -445,20 +458,24 @@ def _service(
     }
 
 
-def _claim(
-    ctx: _Cr, name: str, component: str, size: str, access: str, cls: str | None
-) -> Manifest:
+def _claim_spec(size: str, access: str, cls: str | None) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "accessModes": [access],
         "resources": {"requests": {"storage": size}},
     }
     if cls:
         spec["storageClassName"] = cls
+    return spec
+
+
+def _claim(
+    ctx: _Cr, name: str, component: str, size: str, access: str, cls: str | None
+) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": _metadata(ctx, name, component),
-        "spec": spec,
+        "spec": _claim_spec(size, access, cls),
     }
 
 
@@ -517,9 +534,10 @@ def _feature(ctx: _Cr, config_hash: str) -> list[Manifest]:
     template = _pod_template(
         ctx,
         "feature",
-        [container],
+        container,
         config_hash,
-        security=_pod_security(SERVICE_UID, writes_volumes=bool(volumes)),
+        uid=SERVICE_UID,
+        writes_volumes=bool(volumes),
         volumes=volumes,
     )
     deployment = _deployment(ctx, "feature", template, store.replicas)
@@ -586,31 +604,23 @@ def _trainer(ctx: _Cr, config_hash: str) -> list[Manifest]:
         cuda_variant(ctx.image) if trainer.gpus > 0 else ctx.image
     )
     container["env"].append(_triton_admin_key_env(ctx))  # it loads each version it exports
-    mounts = [{"name": "checkpoints", "mountPath": CHECKPOINTS_MOUNT}]
-    volumes = []
-    models = _models_volume(ctx)
-    if models is not None:
-        mounts.append({"name": "models", "mountPath": MODELS_MOUNT})
-        volumes.append(models)
-    container["volumeMounts"] = mounts
+    container["volumeMounts"] = [{"name": "checkpoints", "mountPath": CHECKPOINTS_MOUNT}]
+    volumes: list[dict[str, Any]] = []
+    _mount_models(ctx, container, volumes, read_only=False)
     template = _pod_template(
         ctx,
         "trainer",
-        [container],
+        container,
         config_hash,
-        security=_pod_security(SERVICE_UID, writes_volumes=True),
+        uid=SERVICE_UID,
+        writes_volumes=True,
         volumes=volumes,
     )
     template["spec"].update(
         _gpu_scheduling(trainer.node_selector, trainer.tolerations, trainer.gpus)
     )
     checkpoint = trainer.checkpoint
-    claim_spec: dict[str, Any] = {
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": checkpoint.size}},
-    }
-    if checkpoint.storage_class_name:
-        claim_spec["storageClassName"] = checkpoint.storage_class_name
+    claim_spec = _claim_spec(checkpoint.size, "ReadWriteOnce", checkpoint.storage_class_name)
     statefulset: Manifest = {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -684,19 +694,9 @@ def _triton(ctx: _Cr) -> list[Manifest]:
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}
     ]
-    models = _models_volume(ctx)
-    if models is not None:
-        container["volumeMounts"].append(
-            {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True}
-        )
-        volumes.append(models)
+    _mount_models(ctx, container, volumes, read_only=True)
     template = _pod_template(
-        ctx,
-        "triton",
-        [container],
-        None,
-        security=_pod_security(TRITON_UID, writes_volumes=False),
-        volumes=volumes,
+        ctx, "triton", container, None, uid=TRITON_UID, writes_volumes=False, volumes=volumes
     )
     template["spec"].update(_gpu_scheduling(triton.node_selector, triton.tolerations, gpus))
     deployment = _deployment(ctx, "triton", template, triton.replicas)
@@ -731,19 +731,15 @@ def _ranking(ctx: _Cr, config_hash: str) -> list[Manifest]:
     # The ranking API reads features over HTTP and never Kafka: no Kafka credentials.
     container = _service_container(ctx, "ranking", env, _resources(ranking.resources), kafka=False)
     volumes: list[dict[str, Any]] = []
-    models = _models_volume(ctx)
-    if models is not None:
-        # The ranking API reads each version's export.json and ID tables (string IDs -> rows).
-        container["volumeMounts"] = [
-            {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True}
-        ]
-        volumes.append(models)
+    # The ranking API reads each version's export.json and ID tables (string IDs -> rows).
+    _mount_models(ctx, container, volumes, read_only=True)
     template = _pod_template(
         ctx,
         "ranking",
-        [container],
+        container,
         config_hash,
-        security=_pod_security(SERVICE_UID, writes_volumes=False),
+        uid=SERVICE_UID,
+        writes_volumes=False,
         volumes=volumes,
     )
     template["metadata"].setdefault("annotations", {}).update(

@@ -40,7 +40,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from freshrank.core.service_settings import Architecture
-from freshrank_operator.crd import SchemaError
+from freshrank_operator.crd import SchemaError, dotted_path
 
 __all__ = [
     "Autoscaling",
@@ -345,13 +345,6 @@ class InvalidSpec(ValueError):
         self.errors = errors
 
 
-def _dotted(location: tuple[int | str, ...]) -> str:
-    parts: list[str] = []
-    for part in location:
-        parts.append(f"[{part}]" if isinstance(part, int) else ("." if parts else "") + part)
-    return "".join(parts) or "<root>"
-
-
 def _schema_errors(error: ValidationError, prefix: tuple[str, ...]) -> list[SchemaError]:
     out = []
     for detail in error.errors(include_url=False):
@@ -363,7 +356,7 @@ def _schema_errors(error: ValidationError, prefix: tuple[str, ...]) -> list[Sche
                 location = (*location, str(context["field"]))
         elif detail["type"] != "missing":
             message = f"{message} (got {detail['input']!r})"
-        out.append(SchemaError(_dotted(location), message))
+        out.append(SchemaError(dotted_path(location), message))
     return out
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
+
+from freshrank.core.metric_families import MetricFamilies
 
 __all__ = ["OperatorMetrics"]
 
@@ -14,33 +16,30 @@ class OperatorMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
-        self.reconcile_seconds = Histogram(
+        family = MetricFamilies(self.registry)
+        self.reconcile_seconds = family.histogram(
             "freshrank_operator_reconcile_duration_seconds",
             "Time to reconcile one RecommenderDeployment",
-            ["handler", "outcome"],
-            registry=self.registry,
+            "handler",
+            "outcome",
         )
-        self.children_applied = Counter(
+        self.children_applied = family.counter(
             "freshrank_operator_children_applied",
             "Child objects written (changed renderings only)",
-            ["kind"],
-            registry=self.registry,
+            "kind",
         )
-        self.scale_decisions = Counter(
-            "freshrank_operator_scale_decisions",
-            "Autoscaler decisions by direction",
-            ["direction"],
-            registry=self.registry,
+        self.scale_decisions = family.counter(
+            "freshrank_operator_scale_decisions", "Autoscaler decisions by direction", "direction"
         )
-        self.ranking_p95_ms = Gauge(
+        self.ranking_p95_ms = family.gauge(
             "freshrank_operator_ranking_p95_ms",
             "Ranking p95 latency the autoscaler last saw",
-            ["namespace", "name"],
-            registry=self.registry,
+            "namespace",
+            "name",
         )
-        self.degraded = Gauge(
+        self.degraded = family.gauge(
             "freshrank_operator_degraded",
             "1 when a RecommenderDeployment is Degraded",
-            ["namespace", "name"],
-            registry=self.registry,
+            "namespace",
+            "name",
         )

@@ -4,27 +4,22 @@ request, and the JSON carries what it takes to tell a slow server from a stalled
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from bench_support import run_bench
 
 pytestmark = pytest.mark.integration
 
 
 def test_feature_bench_runs_and_reports_its_diagnostics(tmp_path: Path) -> None:
-    argv = [
-        sys.executable, "-m", "freshrank.cli", "bench", "feature",
+    stdout = run_bench(
+        tmp_path, "feature",
         "--users", "300", "--items", "100", "--events", "3000", "--batch", "20",
         "--rate", "100", "--duration", "1", "--concurrency", "2", "--timeline",
-    ]  # fmt: skip
-    env = {**os.environ, "FRESHRANK_BENCH_DIR": str(tmp_path), "COLUMNS": "160"}
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "API (cache on) p99" in done.stdout
-    assert "open loop: latency per 0.5 s" in done.stdout
+    )  # fmt: skip
+    assert "API (cache on) p99" in stdout
+    assert "open loop: latency per 0.5 s" in stdout
     results = json.loads((tmp_path / "feature.json").read_text())
     reads = results["reads"]
     for label in ("api", "api_nocache", "sql"):

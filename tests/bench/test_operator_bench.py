@@ -4,24 +4,18 @@ and the ratio, and the JSON carries the cost breakdown and the load average."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from bench_support import run_bench
 
 pytestmark = pytest.mark.integration
 
 
 def test_operator_bench_runs_both_sides_and_reports_costs(tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "freshrank.cli", "bench", "operator", "--crs", "8"]
-    argv += ["--samples", "2", "--timeout", "120"]
-    env = {**os.environ, "FRESHRANK_BENCH_DIR": str(tmp_path), "COLUMNS": "160"}
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "direct apply" in done.stdout
-    assert "load average" in done.stdout
+    stdout = run_bench(tmp_path, "operator", "--crs", "8", "--samples", "2", "--timeout", "120")
+    assert "direct apply" in stdout
+    assert "load average" in stdout
     results = json.loads((tmp_path / "operator.json").read_text())
     assert results["params"] == {"crs": 8, "samples": 2, "timeout": 120.0}
     for side in ("ours", "peer"):
@@ -38,16 +32,11 @@ def test_operator_bench_runs_both_sides_and_reports_costs(tmp_path: Path) -> Non
 def test_operator_bench_on_envtest_measures_both_sides_and_idle_cost(tmp_path: Path) -> None:
     """`--envtest`: on a real API server (what `make envtest` built), requests counted from
     its audit log."""
-    argv = [sys.executable, "-m", "freshrank.cli", "bench", "operator", "--envtest"]
-    argv += ["--crs", "3", "--idle-seconds", "5", "--timeout", "120"]
-    env = {
-        **os.environ,
-        "FRESHRANK_BENCH_DIR": str(tmp_path),
-        "COLUMNS": "160",
-    }
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=280)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "envtest kube-apiserver" in done.stdout
+    stdout = run_bench(
+        tmp_path, "operator", "--envtest", "--crs", "3", "--idle-seconds", "5", "--timeout", "120",
+        timeout=280,
+    )  # fmt: skip
+    assert "envtest kube-apiserver" in stdout
     results = json.loads((tmp_path / "operator-envtest.json").read_text())
     for side in ("ours", "peer"):
         assert 0 < results[side]["children_p50_ms"] <= results[side]["children_max_ms"]

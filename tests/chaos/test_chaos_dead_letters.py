@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from kafka_support import committed_offset, dead_letter_reasons, header, read_all, send_raw
+from kafka_support import (
+    committed_offset,
+    dead_letter_reasons,
+    header,
+    raw_event,
+    read_all,
+    send_raw,
+)
 from prometheus_client import CollectorRegistry
+from waiting import eventually
 
-from freshrank.core.codec import EventType, InteractionEvent
 from freshrank.core.kafka import ERROR_HEADER, EventProducer, ensure_topics
 from freshrank.embedded import EmbeddedBroker, free_port
 from freshrank.feature.service import FeatureService
@@ -25,35 +31,14 @@ from freshrank.trainer.settings import TrainerSettings
 pytestmark = pytest.mark.integration
 
 
-def _raw(**fields: object) -> bytes:
-    values: dict[str, object] = {
-        "event_id": "bad",
-        "user_id": "u0",
-        "item_id": "i0",
-        "type": EventType.CLICK,
-        "timestamp_ms": int(time.time() * 1000),
-    }
-    values.update(fields)
-    return InteractionEvent(**values).SerializeToString()  # type: ignore[arg-type]
-
-
 MALFORMED = {
     b"\x08\x96\x01garbage\xff": "not a protobuf",
-    _raw(event_id="b1", user_id="u" * 301): "user_id is 301 bytes",
-    _raw(event_id="b2", item_id="item\x00one"): "item_id contains a control character",
-    _raw(event_id="b3", timestamp_ms=int(time.time() * 1_000_000)): "microseconds",
-    _raw(event_id="b4", type=42): "unknown event type 42",
-    _raw(event_id="", user_id="u1"): "missing required field 'event_id'",
+    raw_event(event_id="b1", user_id="u" * 301): "user_id is 301 bytes",
+    raw_event(event_id="b2", item_id="item\x00one"): "item_id contains a control character",
+    raw_event(event_id="b3", timestamp_ms=int(time.time() * 1_000_000)): "microseconds",
+    raw_event(event_id="b4", type=42): "unknown event type 42",
+    raw_event(event_id="", user_id="u1"): "missing required field 'event_id'",
 }
-
-
-async def _eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError("condition not reached")
 
 
 async def test_each_malformed_message_is_dead_lettered_exactly_once(
@@ -123,7 +108,7 @@ async def test_each_malformed_message_is_dead_lettered_exactly_once(
             )
             return feature_done == total and trainer_done == total
 
-        await _eventually(both_past_the_end)
+        await eventually(both_past_the_end, timeout=120.0)
     finally:
         stop.set()
         await asyncio.wait_for(trainer, 60)

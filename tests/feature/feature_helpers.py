@@ -1,14 +1,18 @@
-"""Shared helpers for the feature-service tests (events, store snapshots, waits)."""
+"""Shared helpers for the feature-service tests: events, a running service, store snapshots
+(waiting on progress is tests/waiting.py's)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from freshrank.core.codec import EventType, InteractionEvent, make_event
+from freshrank.core.kafka import ensure_topics
+from freshrank.embedded import free_port
+from freshrank.feature.service import FeatureService
+from freshrank.feature.settings import FeatureSettings
 from freshrank.feature.store import FeatureStore
 from freshrank.v1 import features_pb2
 
@@ -75,11 +79,23 @@ def history(blob: bytes) -> list[features_pb2.HistoryEntry]:
     return list(features_pb2.UserFeatures.FromString(blob).history)
 
 
-async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 90.0) -> None:
-    """Wait on progress: poll ``predicate`` until true; fail only after a generous deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError("condition not reached")
+@contextlib.asynccontextmanager
+async def running_service(
+    bootstrap: str, settings: FeatureSettings, **overrides: object
+) -> AsyncIterator[FeatureService]:
+    """A started service on the broker at ``bootstrap`` (its topics created, a free port),
+    ``settings`` with ``overrides``; stopped on the way out."""
+    settings = settings.model_copy(
+        update={"bootstrap_servers": bootstrap, "port": free_port(), **overrides}
+    )
+    ensure_topics(bootstrap, [settings.events_topic, settings.dlq_topic])
+    service = FeatureService(settings)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+def base_url(service: FeatureService) -> str:
+    return f"http://127.0.0.1:{service.settings.port}"

@@ -10,13 +10,20 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from feature_helpers import eventually, libpq_dsn
-from kafka_support import committed_offset, dead_letter_reasons, read_all, send_raw
+from feature_helpers import libpq_dsn, running_service
+from kafka_support import (
+    committed_offset,
+    dead_letter_reasons,
+    produce,
+    raw_event,
+    read_all,
+    send_raw,
+)
 from sqlalchemy import text
+from waiting import eventually
 
 from freshrank.core.codec import EventType, InteractionEvent, make_event
-from freshrank.core.kafka import EventProducer, ensure_topics
-from freshrank.embedded import EmbeddedBroker, free_port
+from freshrank.embedded import EmbeddedBroker
 from freshrank.feature.service import FeatureService
 from freshrank.feature.settings import FeatureSettings
 
@@ -40,46 +47,20 @@ def _events(count: int, *, start_ms: int, prefix: str = "g") -> list[Interaction
     ]
 
 
-def _raw(**fields: object) -> bytes:
-    """An event's bytes as a producer without the contract (an older codec) would send."""
-    values: dict[str, object] = {
-        "event_id": "bad",
-        "user_id": "u0",
-        "item_id": "i0",
-        "type": EventType.CLICK,
-        "timestamp_ms": _now_ms(),
-    }
-    values.update(fields)
-    return InteractionEvent(**values).SerializeToString()  # type: ignore[arg-type]
-
-
-def _produce(broker: EmbeddedBroker, topic: str, events: list[InteractionEvent]) -> None:
-    producer = EventProducer(broker.bootstrap, topic)
-    for e in events:
-        producer.send(e)
-    producer.flush()
-
-
 @pytest.fixture
 async def service(
     broker: EmbeddedBroker, unique_name: str, feature_settings: FeatureSettings
 ) -> AsyncIterator[FeatureService]:
-    settings = feature_settings.model_copy(
-        update={
-            "name": unique_name,
-            "bootstrap_servers": broker.bootstrap,
-            "port": free_port(),
-            "ingest_batch": 100,
-            "processed_retention_s": 3600.0,
-        }
-    )
-    ensure_topics(broker.bootstrap, [settings.events_topic, settings.dlq_topic])
-    running = FeatureService(settings)
-    await running.start()
-    assert running.ingester is not None
-    running.ingester.prune_interval_s = 0.0  # prune after every batch: any clock jump shows
-    yield running
-    await running.stop()
+    async with running_service(
+        broker.bootstrap,
+        feature_settings,
+        name=unique_name,
+        ingest_batch=100,
+        processed_retention_s=3600.0,
+    ) as running:
+        assert running.ingester is not None
+        running.ingester.prune_interval_s = 0.0  # prune after every batch: any clock jump shows
+        yield running
 
 
 async def _committed_to_end(service: FeatureService, broker: EmbeddedBroker, end: int) -> None:
@@ -102,14 +83,14 @@ async def test_events_postgresql_refused_are_dead_lettered_once_and_ingest_moves
     s, store = service.settings, service.store
     assert store is not None
     start = _now_ms() - 60_000
-    _produce(broker, s.events_topic, _events(50, start_ms=start))
+    produce(broker.bootstrap, s.events_topic, _events(50, start_ms=start))
     bad = {
-        "long user_id": _raw(event_id="b1", user_id="u" * 301),
-        "NUL in item_id": _raw(event_id="b2", item_id="item\x00one"),
-        "microseconds": _raw(event_id="b3", timestamp_ms=_now_ms() * 1000),
+        "long user_id": raw_event(event_id="b1", user_id="u" * 301),
+        "NUL in item_id": raw_event(event_id="b2", item_id="item\x00one"),
+        "microseconds": raw_event(event_id="b3", timestamp_ms=_now_ms() * 1000),
     }
     send_raw(broker.bootstrap, s.events_topic, list(bad.values()))
-    _produce(broker, s.events_topic, _events(50, start_ms=start + 500, prefix="h"))
+    produce(broker.bootstrap, s.events_topic, _events(50, start_ms=start + 500, prefix="h"))
 
     await _committed_to_end(service, broker, 103)
     assert (await store.counts())["processed"] == 100
@@ -136,7 +117,7 @@ async def test_future_dated_events_move_neither_clock_popularity_nor_pruning(
     s, store = service.settings, service.store
     assert store is not None
     stream = _events(100, start_ms=_now_ms() - 5_000)
-    _produce(broker, s.events_topic, stream)
+    produce(broker.bootstrap, s.events_topic, stream)
     await _committed_to_end(service, broker, 100)
     clock = store.clock_ms
     assert clock == stream[-1].timestamp_ms
@@ -147,12 +128,12 @@ async def test_future_dated_events_move_neither_clock_popularity_nor_pruning(
         broker.bootstrap,
         s.events_topic,
         [
-            _raw(event_id="f1", item_id="hijack", timestamp_ms=_now_ms() * 1000),
-            _raw(event_id="f2", item_id="hijack", timestamp_ms=_now_ms() + 5 * 3_600_000),
+            raw_event(event_id="f1", item_id="hijack", timestamp_ms=_now_ms() * 1000),
+            raw_event(event_id="f2", item_id="hijack", timestamp_ms=_now_ms() + 5 * 3_600_000),
         ],
     )
     skewed = _now_ms() + 30 * 60_000
-    send_raw(broker.bootstrap, s.events_topic, [_raw(event_id="f3", timestamp_ms=skewed)])
+    send_raw(broker.bootstrap, s.events_topic, [raw_event(event_id="f3", timestamp_ms=skewed)])
     await _committed_to_end(service, broker, 103)
 
     assert clock <= store.clock_ms <= _now_ms()  # at most the record's time: not 30 min ahead
@@ -192,7 +173,7 @@ async def test_a_row_the_database_refuses_is_isolated_dead_lettered_and_passed(
         event_id="m1", user_id="mallory", item_id="i1", type=EventType.VIEW,
         timestamp_ms=events[30].timestamp_ms,
     )  # fmt: skip
-    _produce(broker, s.events_topic, [*events[:30], refused, *events[30:]])
+    produce(broker.bootstrap, s.events_topic, [*events[:30], refused, *events[30:]])
     await _committed_to_end(service, broker, 61)
     assert (await store.counts())["processed"] == 60
     reasons = dead_letter_reasons(read_all(broker.bootstrap, s.dlq_topic, 1))

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer
-from feature_helpers import event, eventually, snapshot, stream
+from feature_helpers import event, running_service, snapshot, stream
+from kafka_support import produce
+from waiting import eventually
 
 from freshrank.core.codec import InteractionEvent
 from freshrank.core.feature_client import FeatureClient
@@ -23,13 +25,6 @@ from freshrank.feature.settings import FeatureSettings
 from freshrank.feature.store import FeatureStore
 
 pytestmark = pytest.mark.integration
-
-
-def _produce(broker: EmbeddedBroker, topic: str, events: list[InteractionEvent]) -> None:
-    producer = EventProducer(broker.bootstrap, topic)
-    for e in events:
-        producer.send(e)
-    producer.flush()
 
 
 async def _reference(
@@ -51,19 +46,13 @@ async def _reference(
 async def service(
     broker: EmbeddedBroker, unique_name: str, feature_settings: FeatureSettings
 ) -> AsyncIterator[FeatureService]:
-    settings = feature_settings.model_copy(
-        update={
-            "name": unique_name,
-            "bootstrap_servers": broker.bootstrap,
-            "port": free_port(),
-            "cache_ttl_s": 600.0,  # only the stream may refresh what the API serves here
-        }
-    )
-    ensure_topics(broker.bootstrap, [settings.events_topic, settings.dlq_topic])
-    running = FeatureService(settings)
-    await running.start()
-    yield running
-    await running.stop()
+    async with running_service(
+        broker.bootstrap,
+        feature_settings,
+        name=unique_name,
+        cache_ttl_s=600.0,  # only the stream may refresh what the API serves here
+    ) as running:
+        yield running
 
 
 async def test_stream_replayed_twice_gives_the_same_features(
@@ -75,7 +64,7 @@ async def test_stream_replayed_twice_gives_the_same_features(
     events = stream(400)
     expected = await _reference(tmp_path, events, history_len=5, half_life_s=1.0)
     for attempt in (1, 2):  # the second pass is a full redelivery of the same events
-        _produce(broker, s.events_topic, events)
+        produce(broker.bootstrap, s.events_topic, events)
         await eventually(lambda n=attempt: _committed(service, 400 * n))
         assert await snapshot(store, events) == expected
     assert ingester.applied_events == 400
@@ -124,11 +113,11 @@ async def test_api_reflects_the_stream_through_the_cache(
 ) -> None:
     s = service.settings
     events = stream(3, users=1)
-    _produce(broker, s.events_topic, events[:2])
+    produce(broker.bootstrap, s.events_topic, events[:2])
     await eventually(lambda: _committed(service, 2))
     async with FeatureClient(f"http://127.0.0.1:{s.port}") as client:
         assert (await client.user("u0")).event_count == 2  # now cached (TTL 600 s)
-        _produce(broker, s.events_topic, events[2:])
+        produce(broker.bootstrap, s.events_topic, events[2:])
         await eventually(lambda: _committed(service, 3))
         fresh = await client.user("u0")
         assert fresh.event_count == 3
@@ -154,10 +143,10 @@ async def test_ingest_prunes_event_ids_beyond_the_retention_window(
         assert service.store is not None
         service.ingester.prune_interval_s = 0.0  # after every batch
         first = stream(200)
-        _produce(broker, settings.events_topic, first)
+        produce(broker.bootstrap, settings.events_topic, first)
         await eventually(lambda: _committed(service, 200))
         later = event(1, "u0", "i0", first[-1].timestamp_ms + 10_000)
-        _produce(broker, settings.events_topic, [later])
+        produce(broker.bootstrap, settings.events_topic, [later])
         # Pruning runs after the batch's commit: wait for it to land, not for the commit (on a
         # loaded machine the check ran between the two and saw pruned == 0).
         ingester, store = service.ingester, service.store
@@ -183,7 +172,7 @@ async def test_ingester_killed_mid_stream_restarts_without_loss_or_doubles(
     events = stream(total, users=50, items=40)
     s = feature_settings
     ensure_topics(broker.bootstrap, [f"{unique_name}.events", f"{unique_name}.events.dlq"])
-    _produce(broker, f"{unique_name}.events", events)
+    produce(broker.bootstrap, f"{unique_name}.events", events)
     argv = [
         sys.executable, "-m", "freshrank.cli", "feature",
         "--name", unique_name,

@@ -15,16 +15,16 @@ import signal
 import statistics
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from feature_helpers import stream
+from feature_helpers import base_url, running_service, stream
+from kafka_support import produce
+from waiting import eventually
 
-from freshrank.core.codec import InteractionEvent
-from freshrank.core.kafka import EventProducer, ensure_topics
-from freshrank.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from freshrank.embedded import EmbeddedBroker, EmbeddedPostgres
 from freshrank.feature.service import FeatureService
 from freshrank.feature.settings import FeatureSettings
 
@@ -39,33 +39,13 @@ def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
 
 
 def _settings(broker: EmbeddedBroker, postgres: EmbeddedPostgres, name: str) -> FeatureSettings:
-    settings = FeatureSettings(
+    return FeatureSettings(
         name=name,
         bootstrap_servers=broker.bootstrap,
         database_url=postgres.url(),
-        port=free_port(),
         cache_size=0,  # every read goes to the store: the outage is not hidden by the cache
         history_len=5,
     )
-    ensure_topics(broker.bootstrap, [settings.events_topic, settings.dlq_topic])
-    return settings
-
-
-def _produce(broker: EmbeddedBroker, topic: str, events: list[InteractionEvent]) -> None:
-    producer = EventProducer(broker.bootstrap, topic)
-    for e in events:
-        producer.send(e)
-    producer.flush()
-
-
-async def _eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 90.0) -> float:
-    """Seconds until ``predicate`` held."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if await predicate():
-            return time.monotonic() - start
-        await asyncio.sleep(0.05)
-    raise TimeoutError("condition not reached")
 
 
 @dataclasses.dataclass
@@ -119,6 +99,45 @@ async def _probe(http: aiohttp.ClientSession, url: str) -> tuple[float, int]:
         return time.monotonic() - start, response.status
 
 
+async def _until_ok(http: aiohttp.ClientSession, url: str, timeout: float = 30) -> float:
+    """Seconds until ``url`` answers 200."""
+
+    async def ok() -> bool:
+        return (await _probe(http, url))[1] == 200
+
+    return await eventually(ok, timeout=timeout, interval=0.05)
+
+
+async def _readiness_until(
+    http: aiohttp.ClientSession, base: str, deadline: float
+) -> list[tuple[float, int]]:
+    """/readyz probed every 0.1 s until ``deadline`` (monotonic): (seconds, status) each."""
+    readiness = []
+    while time.monotonic() < deadline:
+        readiness.append(await _probe(http, base + "/readyz"))
+        await asyncio.sleep(0.1)
+    return readiness
+
+
+@contextlib.asynccontextmanager
+async def _serving(settings: FeatureSettings) -> AsyncIterator[tuple[FeatureService, str]]:
+    """The started service and its base URL; stopped on the way out."""
+    async with running_service(settings.bootstrap_servers, settings) as service:
+        yield service, base_url(service)
+
+
+@contextlib.asynccontextmanager
+async def _under_load(http: aiohttp.ClientSession, base: str) -> AsyncIterator[Load]:
+    """``Load`` running for the block; its requests all answered on the way out."""
+    load, stop = Load(http, base), asyncio.Event()
+    task = asyncio.create_task(load.run(stop))
+    try:
+        yield load
+    finally:
+        stop.set()
+        await task
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -132,44 +151,26 @@ async def test_database_outage_fails_fast_then_heals(
     http: aiohttp.ClientSession,
 ) -> None:
     settings = _settings(broker, own_postgres, unique_name)
-    service = FeatureService(settings)
-    await service.start()
-    base = f"http://127.0.0.1:{settings.port}"
-    load, stop_load = Load(http, base), asyncio.Event()
-    assert service.store is not None
-    try:
-        _produce(broker, settings.events_topic, stream(50))
+    async with _serving(settings) as (service, base):
+        assert service.store is not None
+        produce(broker.bootstrap, settings.events_topic, stream(50))
         store = service.store
-        await _eventually(lambda: _processed(store, 50))
-        load_task = asyncio.create_task(load.run(stop_load))
-        await asyncio.sleep(1.0)  # a healthy baseline
+        await eventually(lambda: _processed(store, 50))
+        async with _under_load(http, base) as load:
+            await asyncio.sleep(1.0)  # a healthy baseline
 
-        await asyncio.to_thread(own_postgres.stop)
-        down_at = time.monotonic()
-        # Events keep arriving during the outage: ingest is stuck on them, nothing is lost.
-        _produce(broker, settings.events_topic, stream(10, prefix="late"))
-        readiness: list[tuple[float, int]] = []
-        while time.monotonic() - down_at < 5.0:
-            readiness.append(await _probe(http, base + "/readyz"))
-            await asyncio.sleep(0.1)
-        ready_body = await (await http.get(base + "/readyz")).json()
-        await asyncio.to_thread(own_postgres.start)
-        up_at = time.monotonic()
+            await asyncio.to_thread(own_postgres.stop)
+            down_at = time.monotonic()
+            # Events keep arriving during the outage: ingest is stuck on them, nothing is lost.
+            produce(broker.bootstrap, settings.events_topic, stream(10, prefix="late"))
+            readiness = await _readiness_until(http, base, down_at + 5.0)
+            ready_body = await (await http.get(base + "/readyz")).json()
+            await asyncio.to_thread(own_postgres.start)
+            up_at = time.monotonic()
 
-        async def serving() -> bool:
-            return (await _probe(http, base + "/v1/users/u1"))[1] == 200
-
-        async def ready() -> bool:
-            return (await _probe(http, base + "/readyz"))[1] == 200
-
-        reads_back_s = await _eventually(serving, timeout=30)
-        ready_back_s = await _eventually(ready, timeout=30)
-        await _eventually(lambda: _processed(store, 60), timeout=60)
-        stop_load.set()
-        await load_task
-    finally:
-        stop_load.set()
-        await service.stop()
+            reads_back_s = await _until_ok(http, base + "/v1/users/u1")
+            ready_back_s = await _until_ok(http, base + "/readyz")
+            await eventually(lambda: _processed(store, 60), timeout=60)
 
     during = load.between(down_at, up_at)
     assert during, "no requests during the outage"
@@ -205,12 +206,9 @@ async def test_service_started_while_the_database_is_down_becomes_ready_once_it_
 ) -> None:
     settings = _settings(broker, own_postgres, unique_name)
     await asyncio.to_thread(own_postgres.stop)
-    service = FeatureService(settings)
     started = time.monotonic()
-    await service.start()  # serves at once instead of exiting
-    assert time.monotonic() - started < 10
-    base = f"http://127.0.0.1:{settings.port}"
-    try:
+    async with _serving(settings) as (service, base):  # serves at once instead of exiting
+        assert time.monotonic() - started < 10
         assert (await _probe(http, base + "/healthz"))[1] == 200
         seconds, status = await _probe(http, base + "/readyz")
         assert status == 503
@@ -220,20 +218,15 @@ async def test_service_started_while_the_database_is_down_becomes_ready_once_it_
         response = await http.get(base + "/v1/users/u1")
         assert response.status == 503
         assert response.headers["Retry-After"]
-        _produce(broker, settings.events_topic, stream(20))
+        produce(broker.bootstrap, settings.events_topic, stream(20))
 
         await asyncio.to_thread(own_postgres.start)
 
-        async def ready() -> bool:
-            return (await _probe(http, base + "/readyz"))[1] == 200
-
-        await _eventually(ready, timeout=30)
+        await _until_ok(http, base + "/readyz")
         assert service.store is not None
         store = service.store
-        await _eventually(lambda: _processed(store, 20), timeout=60)
+        await eventually(lambda: _processed(store, 20), timeout=60)
         assert (await (await http.get(base + "/v1/users/u1")).json())["event_count"] != "0"
-    finally:
-        await service.stop()
 
 
 def _signal_server(server: EmbeddedPostgres, signum: int) -> None:
@@ -257,33 +250,17 @@ async def test_a_hung_database_costs_a_bounded_wait_not_ten_seconds(
     # Frozen, not stopped: connections stay open and queries never answer. psycopg absorbs
     # the cancellation of such a query for up to 10 s; /readyz took 11 s before.
     settings = _settings(broker, own_postgres, unique_name)
-    service = FeatureService(settings)
-    await service.start()
-    base = f"http://127.0.0.1:{settings.port}"
-    load, stop_load = Load(http, base), asyncio.Event()
-    try:
-        load_task = asyncio.create_task(load.run(stop_load))
+    async with _serving(settings) as (_, base), _under_load(http, base) as load:
         await asyncio.sleep(0.5)
         _signal_server(own_postgres, signal.SIGSTOP)
         frozen_at = time.monotonic()
         try:
-            readiness = []
-            while time.monotonic() - frozen_at < 4.0:
-                readiness.append(await _probe(http, base + "/readyz"))
-                await asyncio.sleep(0.1)
+            readiness = await _readiness_until(http, base, frozen_at + 4.0)
         finally:
             _signal_server(own_postgres, signal.SIGCONT)
         thawed_at = time.monotonic()
 
-        async def serving() -> bool:
-            return (await _probe(http, base + "/v1/users/u1"))[1] == 200
-
-        back_s = await _eventually(serving, timeout=30)
-        stop_load.set()
-        await load_task
-    finally:
-        stop_load.set()
-        await service.stop()
+        back_s = await _until_ok(http, base + "/v1/users/u1")
     during = load.between(frozen_at, thawed_at)
     slowest_ms = max(s.seconds for s in during) * 1000
     ready_ms = max(seconds for seconds, _ in readiness) * 1000

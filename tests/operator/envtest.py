@@ -210,6 +210,14 @@ class ClusterApi:
             {**body, "metadata": {"namespace": self.namespace, **body["metadata"]}}
         )
 
+    async def create_example(
+        self, name: str = "shop", *, timeout: float = 60.0, **spec: Any
+    ) -> dict[str, Any]:
+        """``example_cr(name, **spec)`` created; returned once every child it renders exists."""
+        created = await self.create_cr(example_cr(name, self.namespace, **spec))
+        await eventually(lambda: self.all_children_applied(name), timeout=timeout)
+        return created
+
     async def patch_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         return await self.client.merge_patch(
             crd.API_VERSION, crd.KIND, self.namespace, name, {"spec": dict(spec)}

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from bad_crs import EXAMPLES, INVALID, REPO, BadCr, minimal, with_value
 
-from freshrank_operator import crd
+from freshrank_operator import crd, crd_validation
 
 
 def _nodes(schema: Mapping[str, Any], path: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -73,7 +73,7 @@ def test_examples_validate_against_the_crd(path: Path) -> None:
     document = yaml.safe_load(path.read_text())
     assert document["kind"] == crd.KIND
     assert document["apiVersion"] == crd.API_VERSION
-    assert crd.schema_errors(document) == []
+    assert crd_validation.schema_errors(document) == []
 
 
 def test_there_are_minimal_gpu_and_hpa_examples() -> None:
@@ -85,12 +85,12 @@ def test_there_are_minimal_gpu_and_hpa_examples() -> None:
 def test_invalid_crs_are_rejected_naming_the_field(bad: BadCr) -> None:
     """The local validator (the operator re-checks CRs with it); the API server's own
     verdict on the same CRs: tests/operator/test_envtest_crd.py."""
-    errors = crd.schema_errors(with_value(bad.path, bad.value))
+    errors = crd_validation.schema_errors(with_value(bad.path, bad.value))
     assert errors, f"{bad.path}={bad.value!r} was accepted"
     assert errors[0].field == bad.field, errors
     assert bad.local in errors[0].message, errors
     with pytest.raises(ValueError, match=bad.field.replace(".", r"\.")):
-        crd.validate(with_value(bad.path, bad.value))
+        crd_validation.validate(with_value(bad.path, bad.value))
 
 
 def test_every_property_has_a_description() -> None:
@@ -115,11 +115,11 @@ def test_transition_rules_are_left_to_the_api_server() -> None:
     paths = {path for path, _ in rules}
     assert {".spec.trainer.checkpoint.size", ".spec.triton.modelRepository.size"} <= paths
     document = with_value("spec.trainer.checkpoint", {"size": "20Gi", "storageClassName": "x"})
-    assert crd.schema_errors(document) == []
+    assert crd_validation.schema_errors(document) == []
 
 
 def test_defaults_are_filled_like_the_api_server() -> None:
-    spec = crd.validate(minimal())["spec"]
+    spec = crd_validation.validate(minimal())["spec"]
     assert spec["autoscaling"]["engine"] == "operator"
     assert spec["autoscaling"]["scaleDownStabilizationSeconds"] == 300
     assert spec["trainer"]["checkpoint"]["size"] == "10Gi"  # nested default of a default

@@ -19,11 +19,12 @@ from envtest import (
     delete_namespace,
     eventually,
     example_cr,
+    kubeconfig_for,
     new_namespace,
     service_account_token,
 )
 
-from freshrank.embedded.kubernetes import EmbeddedKubernetes, kubeconfig_document
+from freshrank.embedded.kubernetes import EmbeddedKubernetes
 from freshrank_operator import render
 from freshrank_operator.kube import KubeClient
 from freshrank_operator.leader import LEASE_API_VERSION
@@ -104,9 +105,7 @@ async def test_the_chart_installs_and_its_operator_works_with_only_its_rbac(
     # The operator as the chart's ServiceAccount (the Pod cannot run here: no kubelet).
     account = f"{release}-operator"
     token = await service_account_token(kube, release_ns, account, create=False)
-    kubeconfig = tmp_path / "operator.kubeconfig"
-    document = kubeconfig_document(kube_cluster.server, token, kube_cluster.ca_data())
-    kubeconfig.write_text(yaml.safe_dump(document))
+    kubeconfig = kubeconfig_for(kube_cluster, token, tmp_path / "operator.kubeconfig")
     config = cluster_config(
         kube_cluster,
         watched,

@@ -15,7 +15,7 @@ from bad_crs import EXAMPLES, INVALID, BadCr, minimal, with_value
 from envtest import ClusterApi
 
 from freshrank.embedded.kubernetes import EmbeddedKubernetes
-from freshrank_operator import crd
+from freshrank_operator import crd_validation
 from freshrank_operator.kube import KubeError
 from freshrank_operator.spec import parse
 
@@ -96,12 +96,12 @@ async def test_storage_sizes_accept_kubernetes_quantities(
 async def test_the_server_defaults_match_the_local_defaults(
     cluster_api: ClusterApi, spec_patch: dict[str, Any]
 ) -> None:
-    """The CRD's defaulting (crd.validate) and the operator's typed spec (spec.parse) give
-    what the API server stores: the same values of the same JSON types."""
+    """The CRD's defaulting (crd_validation.validate) and the operator's typed spec
+    (spec.parse) give what the API server stores: the same values of the same JSON types."""
     body = _in(cluster_api.namespace, minimal())
     body["spec"].update(copy.deepcopy(spec_patch))
     created = await cluster_api.create_cr(body)
-    assert created["spec"] == crd.validate(body)["spec"]
+    assert created["spec"] == crd_validation.validate(body)["spec"]
     typed = parse(body).spec.to_dict()
     assert json.dumps(typed, sort_keys=True) == json.dumps(created["spec"], sort_keys=True)
 

@@ -9,11 +9,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
-from envtest import ClusterApi, cluster_config, eventually, example_cr, service_account_token
+from envtest import (
+    ClusterApi,
+    cluster_config,
+    eventually,
+    example_cr,
+    kubeconfig_for,
+    service_account_token,
+)
 
 from freshrank.embedded import free_port
-from freshrank.embedded.kubernetes import EmbeddedKubernetes, kubeconfig_document
+from freshrank.embedded.kubernetes import EmbeddedKubernetes
 from freshrank_operator.kube import KubeClient
 from freshrank_operator.leader import LEASE_API_VERSION
 from freshrank_operator.testing import operator_thread
@@ -106,9 +112,7 @@ async def test_readyz_is_503_while_the_operator_cannot_process(
     """Logged in as an account without RBAC: Kopf starts, yet nothing can be processed."""
     namespace = cluster_api.namespace
     token = await service_account_token(kube, namespace, "nobody")
-    kubeconfig = tmp_path / "nobody.kubeconfig"
-    document = kubeconfig_document(kube_cluster.server, token, kube_cluster.ca_data())
-    kubeconfig.write_text(yaml.safe_dump(document))
+    kubeconfig = kubeconfig_for(kube_cluster, token, tmp_path / "nobody.kubeconfig")
     port = free_port()
     config = cluster_config(
         kube_cluster,

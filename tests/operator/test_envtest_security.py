@@ -10,19 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from envtest import (
     ClusterApi,
     delete_namespace,
     eventually,
     example_cr,
     grant_chart_rbac,
+    kubeconfig_for,
     new_namespace,
     running_operator,
     service_account_token,
 )
 
-from freshrank.embedded.kubernetes import EmbeddedKubernetes, kubeconfig_document
+from freshrank.embedded.kubernetes import EmbeddedKubernetes
 from freshrank_operator import render
 from freshrank_operator.kube import KubeClient
 
@@ -79,8 +79,7 @@ async def _service_account_kubeconfig(
     name = "freshrank-operator"
     token = await service_account_token(kube, namespace, name)
     await grant_chart_rbac(kube, namespace, name)
-    document = kubeconfig_document(kube_cluster.server, token, kube_cluster.ca_data())
-    path.write_text(yaml.safe_dump(document))  # noqa: ASYNC240 (a small local file)
+    kubeconfig_for(kube_cluster, token, path)
     return f"system:serviceaccount:{namespace}:{name}"
 
 

@@ -11,7 +11,6 @@ import pytest
 from envtest import (
     ClusterApi,
     eventually,
-    example_cr,
     grant_chart_rbac,
     kubeconfig_for,
     running_operator,
@@ -30,8 +29,7 @@ async def test_the_operator_works_within_the_charts_rbac(
     kubeconfig = kubeconfig_for(kube_cluster, token, tmp_path / "kubeconfig")
     cluster_role = await grant_chart_rbac(cluster_api.client, cluster_api.namespace, "freshrank")
     async with running_operator(kube_cluster, cluster_api.namespace, kubeconfig=str(kubeconfig)):
-        await cluster_api.create_cr(example_cr("shop", cluster_api.namespace))
-        await eventually(lambda: cluster_api.all_children_applied("shop"), timeout=60)
+        await cluster_api.create_example("shop", timeout=60)
 
         async def observed() -> dict[str, Any] | None:
             status = await cluster_api.status("shop")

@@ -45,8 +45,7 @@ async def test_create_renders_every_child_owned_by_the_cr(
     kube_cluster: EmbeddedKubernetes, cluster_api: ClusterApi
 ) -> None:
     async with running_operator(kube_cluster, cluster_api.namespace):
-        cr = await cluster_api.create_cr(example_cr("shop", cluster_api.namespace))
-        await eventually(lambda: cluster_api.all_children_applied("shop"), timeout=SLOW)
+        cr = await cluster_api.create_example("shop", timeout=SLOW)
         for obj in (await cluster_api.children("shop")).values():
             [owner] = obj["metadata"]["ownerReferences"]
             assert owner["uid"] == cr["metadata"]["uid"]
@@ -73,8 +72,7 @@ async def test_status_conditions_move_as_pods_become_ready(
 ) -> None:
     ranking = {"app.kubernetes.io/instance": "shop", "app.kubernetes.io/component": "ranking"}
     async with running_operator(kube_cluster, cluster_api.namespace):
-        await cluster_api.create_cr(example_cr("shop", cluster_api.namespace))
-        await eventually(lambda: cluster_api.all_children_applied("shop"), timeout=SLOW)
+        await cluster_api.create_example("shop", timeout=SLOW)
 
         async def two_ranking_pods() -> bool:
             return len(await cluster_api.pods(ranking)) == 2
@@ -115,8 +113,7 @@ async def test_a_spec_change_rewrites_only_the_affected_children(
     kube_cluster: EmbeddedKubernetes, cluster_api: ClusterApi
 ) -> None:
     async with running_operator(kube_cluster, cluster_api.namespace):
-        await cluster_api.create_cr(example_cr("shop", cluster_api.namespace))
-        await eventually(lambda: cluster_api.all_children_applied("shop"), timeout=SLOW)
+        await cluster_api.create_example("shop", timeout=SLOW)
         before = {k: _fingerprint(k[0], o) for k, o in (await cluster_api.children("shop")).items()}
         await cluster_api.patch_spec("shop", {"trainer": {"batchSize": 1024}})
 
@@ -140,8 +137,7 @@ async def test_delete_removes_every_child(
     kube_cluster: EmbeddedKubernetes, cluster_api: ClusterApi
 ) -> None:
     async with running_operator(kube_cluster, cluster_api.namespace):
-        await cluster_api.create_cr(example_cr("shop", cluster_api.namespace))
-        await eventually(lambda: cluster_api.all_children_applied("shop"), timeout=SLOW)
+        await cluster_api.create_example("shop", timeout=SLOW)
         await cluster_api.delete_cr("shop")
 
         async def gone() -> bool:
@@ -155,8 +151,7 @@ async def test_switching_engine_prunes_what_is_no_longer_rendered(
 ) -> None:
     hpa = ("HorizontalPodAutoscaler", "shop-ranking")
     async with running_operator(kube_cluster, cluster_api.namespace):
-        await cluster_api.create_cr(example_cr("shop", cluster_api.namespace))
-        await eventually(lambda: cluster_api.all_children_applied("shop"), timeout=SLOW)
+        await cluster_api.create_example("shop", timeout=SLOW)
         await cluster_api.patch_spec("shop", {"autoscaling": {"engine": "hpa"}})
 
         async def has_hpa() -> bool:
@@ -431,8 +426,7 @@ async def test_the_operator_observes_itself(
         ),
         aiohttp.ClientSession() as session,
     ):
-        await cluster_api.create_cr(example_cr("shop", cluster_api.namespace))
-        await eventually(lambda: cluster_api.all_children_applied("shop"), timeout=SLOW)
+        await cluster_api.create_example("shop", timeout=SLOW)
         async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
             assert response.status == 200
         async with session.get(f"http://127.0.0.1:{port}/readyz") as response:

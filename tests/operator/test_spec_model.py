@@ -20,7 +20,7 @@ from bad_crs import EXAMPLES, INVALID, BadCr, minimal, with_value
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from freshrank_operator import crd, spec
+from freshrank_operator import crd, crd_validation, spec
 from freshrank_operator.controller import CrState
 
 # Status is the operator's output (written from its observations), not parsed from the CR.
@@ -120,7 +120,7 @@ def schema_differences(
     if optional and model_default is None:
         model_default = MISSING  # X | None = None: absent unless given, as in the CRD
     if isinstance(crd_default, dict):  # a group default ({}): its nested defaults apply too
-        crd_default = crd.apply_defaults(copy.deepcopy(crd_default), crd_node)
+        crd_default = crd_validation.apply_defaults(copy.deepcopy(crd_default), crd_node)
         model_default = _without_none(model_default)
     if (crd_default is MISSING) != (model_default is MISSING) or (
         crd_default is not MISSING and _exact(crd_default) != _exact(model_default)
@@ -222,7 +222,7 @@ def test_the_model_defaults_a_cr_as_the_crd_does(path: Path) -> None:
     """Same values of the same JSON types: the renderer gets what the API server stores."""
     document = yaml.safe_load(path.read_text())
     parsed = spec.parse(document).spec.to_dict()
-    assert _exact(parsed) == _exact(crd.validate(document)["spec"])
+    assert _exact(parsed) == _exact(crd_validation.validate(document)["spec"])
 
 
 def test_an_empty_group_is_defaulted_down_to_its_leaves() -> None:

@@ -503,20 +503,15 @@ def _report(args: argparse.Namespace, results: dict[str, Any]) -> None:
     sql = reads["sql"]
     for label, name in (("api", "API (cache on)"), ("api_nocache", "API (cache off)")):
         api = reads[label]
-        table.add(
-            f"{name} p50",
-            api["open"]["p50_ms"],
-            sql["open"]["p50_ms"],
-            "ms",
-            higher_is_better=False,
-        )
-        table.add(
-            f"{name} p99",
-            api["open"]["p99_ms"],
-            sql["open"]["p99_ms"],
-            "ms",
-            higher_is_better=False,
-        )
+        for quantile in ("p50", "p99"):
+            key = f"{quantile}_ms"
+            table.add(
+                f"{name} {quantile}",
+                api["open"][key],
+                sql["open"][key],
+                "ms",
+                higher_is_better=False,
+            )
         table.add(
             f"{name} throughput", api["closed"]["throughput"], sql["closed"]["throughput"], "req/s"
         )

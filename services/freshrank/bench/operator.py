@@ -371,7 +371,7 @@ def _rss_mib() -> float:
 
 
 def _cr(name: str, namespace: str) -> dict[str, Any]:
-    from freshrank_operator import crd
+    from freshrank_operator import crd_validation as crd
 
     body = {
         "apiVersion": crd.API_VERSION,

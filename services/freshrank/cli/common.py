@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["NotAvailable", "Subparsers", "add_command"]
+__all__ = ["NotAvailable", "Subparsers", "add_command", "add_command_group"]
 
 Subparsers = Any  # argparse's _SubParsersAction is private
 
@@ -24,3 +24,11 @@ def add_command(
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     return parser
+
+
+def add_command_group(
+    subparsers: Subparsers, name: str, help: str, *, dest: str, metavar: str
+) -> Subparsers:
+    """A command whose subcommands (one required, named into ``args.<dest>``) do the work."""
+    parser = add_command(subparsers, name, help)
+    return parser.add_subparsers(dest=dest, metavar=metavar, required=True)

@@ -10,21 +10,24 @@ import sys
 import time
 from pathlib import Path
 
-from freshrank.cli.common import Subparsers, add_command
+from freshrank.cli.common import Subparsers, add_command, add_command_group
 from freshrank.core.service_settings import ARCHITECTURE_NAMES
 
 DEFAULT_WORKDIR = Path(".freshrank/stack")
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = add_command(
+    actions = add_command_group(
         subparsers,
         "stack",
         "run the local stack (broker, Triton, feature, trainer, ranking) until Ctrl-C, or stop it",
+        dest="action",
+        metavar="ACTION",
     )
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     up = add_command(actions, "up", "start the stack and keep it running until Ctrl-C")
-    up.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    down = add_command(actions, "down", "stop a stack started by 'stack up'")
+    for action in (up, down):
+        action.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     up.add_argument("--name", default="freshrank", help="deployment name")
     up.add_argument(
         "--services",
@@ -33,8 +36,6 @@ def register(subparsers: Subparsers) -> None:
     )
     up.add_argument("--architecture", default="sasrec", choices=ARCHITECTURE_NAMES)
     up.set_defaults(handler=run_up)
-    down = add_command(actions, "down", "stop a stack started by 'stack up'")
-    down.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     down.set_defaults(handler=run_down)
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from freshrank.core.contracts import metrics
+from freshrank.core.metric_families import MetricFamilies
 
 __all__ = ["FRESHNESS_BUCKETS", "TrainerMetrics"]
 
@@ -22,69 +23,57 @@ _STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 
 class TrainerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.events_trained = Counter(
-            metrics.TRAINER_EVENTS_TRAINED, "events trained on", registry=registry
-        )
-        self.events_dead_lettered = Counter(
+        family = MetricFamilies(registry)
+        self.events_trained = family.counter(metrics.TRAINER_EVENTS_TRAINED, "events trained on")
+        self.events_dead_lettered = family.counter(
             metrics.TRAINER_EVENTS_DEAD_LETTERED,
             "malformed events skipped (the feature ingester dead-letters each one)",
-            registry=registry,
         )
-        self.events_duplicate = Counter(
+        self.events_duplicate = family.counter(
             metrics.TRAINER_EVENTS_DUPLICATE,
             "events skipped because their event id was already trained on (producer retries)",
-            registry=registry,
         )
-        self.batch_seconds = Histogram(
+        self.batch_seconds = family.histogram(
             metrics.TRAINER_BATCH_SECONDS,
             "test-then-train time of one micro-batch",
-            registry=registry,
             buckets=_STEP_BUCKETS,
         )
-        self.prequential = Gauge(
+        self.prequential = family.gauge(
             metrics.TRAINER_PREQUENTIAL,
             "rolling prequential metric (scored before training on the events)",
-            ["metric"],
-            registry=registry,
+            "metric",
         )
-        self.checkpoints = Counter(
-            metrics.TRAINER_CHECKPOINTS, "durable checkpoints written", registry=registry
+        self.checkpoints = family.counter(
+            metrics.TRAINER_CHECKPOINTS, "durable checkpoints written"
         )
-        self.checkpoint_seconds = Histogram(
+        self.checkpoint_seconds = family.histogram(
             metrics.TRAINER_CHECKPOINT_SECONDS,
             "time to write one checkpoint",
-            registry=registry,
             buckets=_STEP_BUCKETS,
         )
-        self.exports = Counter(
+        self.exports = family.counter(
             metrics.TRAINER_EXPORTS,
             "export attempts by outcome (ok, skipped_quality, skipped_min_events, failed)",
-            ["outcome"],
-            registry=registry,
+            "outcome",
         )
-        self.freshness = Histogram(
+        self.freshness = family.histogram(
             metrics.TRAINER_FRESHNESS,
             "newest covered event's Kafka ingest time -> its model version READY on Triton",
-            registry=registry,
             buckets=FRESHNESS_BUCKETS,
         )
-        self.model_version = Gauge(
-            metrics.TRAINER_MODEL_VERSION_GAUGE, "newest version READY on Triton", registry=registry
+        self.model_version = family.gauge(
+            metrics.TRAINER_MODEL_VERSION_GAUGE, "newest version READY on Triton"
         )
-        self.last_export = Gauge(
-            metrics.TRAINER_LAST_EXPORT_GAUGE,
-            "wall clock when the newest version became READY",
-            registry=registry,
+        self.last_export = family.gauge(
+            metrics.TRAINER_LAST_EXPORT_GAUGE, "wall clock when the newest version became READY"
         )
-        self.last_exported_event = Gauge(
+        self.last_exported_event = family.gauge(
             metrics.TRAINER_LAST_EVENT_GAUGE,
             "Kafka ingest time of the newest event the served version covers",
-            registry=registry,
         )
-        self.ids = Gauge(
-            metrics.TRAINER_IDS, "ID-map statistics (known, evictions...)", ["stat"],
-            registry=registry,
-        )  # fmt: skip
+        self.ids = family.gauge(
+            metrics.TRAINER_IDS, "ID-map statistics (known, evictions...)", "stat"
+        )
 
     def set_rolling(self, rolling: Mapping[str, float]) -> None:
         for name, value in rolling.items():
