@@ -59,6 +59,10 @@ class RankingModel(nn.Module):
         """The target row of each row ``train_scores`` returns (here: the positives)."""
         return positive_rows
 
+    def prior_parameters(self) -> list[nn.Parameter]:
+        """Global prior parameters (popularity weights, cold intent): trained at the fast rate."""
+        return []
+
     def observe_items(self, item_rows: torch.Tensor, decay: float) -> None:
         """Stream statistics a model keeps outside gradients (a popularity prior); none here."""
 

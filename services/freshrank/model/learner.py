@@ -419,8 +419,18 @@ class OnlineLearner(PrequentialLearner):
         sparse_ids = {id(p) for m in embeddings for p in m.parameters()}
         sparse = [p for p in self.model.parameters() if id(p) in sparse_ids]
         dense = [p for p in self.model.parameters() if id(p) not in sparse_ids]
+        # A model's global prior parameters (a few scalars every step moves) learn at the
+        # embedding rate: at the layers' rate they would take the whole stream to adapt.
+        fast_ids = {id(p) for p in self.model.prior_parameters()}
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in dense if id(p) not in fast_ids]},
+            {"params": [p for p in dense if id(p) in fast_ids], "lr": config.sparse_learning_rate},
+        ]
+        dense_groups = [group for group in groups if group["params"]]
         self.sparse_optimizer = torch.optim.SparseAdam(sparse, lr=config.sparse_learning_rate)
-        self.dense_optimizer = torch.optim.Adam(dense, lr=config.learning_rate) if dense else None
+        self.dense_optimizer = (
+            torch.optim.Adam(dense_groups, lr=config.learning_rate) if dense_groups else None
+        )
         self.replay = ReplayBuffer(
             config.replay_size, config.model.history_len, config.replay_half_life
         )

@@ -184,6 +184,9 @@ class SelfAttentiveSequential(RankingModel):
         encoded: torch.Tensor = states * present.unsqueeze(-1).to(states.dtype)
         return encoded
 
+    def prior_parameters(self) -> list[nn.Parameter]:
+        return [self.prior_weight, self.cold_intent]
+
     def _counts(self) -> torch.Tensor:
         counts = self.popularity
         assert isinstance(counts, torch.Tensor)  # a buffer (typed for mypy and TorchScript)
