@@ -17,7 +17,7 @@ __all__ = ["ModelConfig", "RankingModel"]
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    architecture: str = "din"
+    architecture: str = "sasrec"  # the default everywhere (trainer, demo, CRD)
     num_users: int = 100_000  # embedding rows incl. row 0
     num_items: int = 100_000
     dim: int = 32
