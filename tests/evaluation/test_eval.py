@@ -18,25 +18,32 @@ def drifting() -> Dataset:
     return Dataset("synthetic", list(stream.events()), drift_index=stream.drift_index)
 
 
-def test_incremental_model_recovers_after_drift_and_static_does_not(drifting: Dataset) -> None:
-    incremental = run_model("mf", drifting, SETTINGS)
-    static = run_model("static", drifting, SETTINGS)
+@pytest.mark.parametrize(("model", "static_model"), [("mf", "static"), ("sasrec", "static-sasrec")])
+def test_incremental_model_recovers_after_drift_and_static_does_not(
+    drifting: Dataset, model: str, static_model: str
+) -> None:
+    incremental = run_model(model, drifting, SETTINGS)
+    static = run_model(static_model, drifting, SETTINGS)
     assert incremental.after_drift is not None
     assert static.after_drift is not None
     # Before the cut both are the same model trained the same way.
     assert static.series[0]["hr@10"] == incremental.series[0]["hr@10"]
     final_incremental = incremental.series[-1]["hr@10"]
     final_static = static.series[-1]["hr@10"]
-    # Measured (rolling HR@10 at the end): MF 0.62, static 0.46; after the drift 0.59 vs 0.43.
+    # Measured (rolling HR@10 at the end): MF 0.62, static 0.46; after the drift 0.59 vs
+    # 0.43. SASRec 0.72 vs 0.59; after the drift 0.73 vs 0.58.
     assert final_incremental > final_static + 0.1, (final_incremental, final_static)
     assert incremental.after_drift.hr10 > static.after_drift.hr10 + 0.1
 
     def before_drift(result: RunResult) -> float:
         return [p["hr@10"] for p in result.series if p["events"] <= drifting.drift_index][-1]
 
-    # The incremental model ends above where it was before the drift; the static one below.
+    # The incremental model ends above where it was before the drift.
     assert final_incremental > before_drift(incremental)
-    assert final_static < before_drift(static) - 0.03
+    if model == "mf":
+        # Frozen MF falls below (frozen SASRec still reads the new session items, so it
+        # partly follows the drift: its loss shows against the fresh model above).
+        assert final_static < before_drift(static) - 0.03
 
 
 def test_cli_prints_the_table_and_writes_json(

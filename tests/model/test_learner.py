@@ -130,3 +130,33 @@ def test_frozen_learner_scores_but_never_trains(batches: list[list[InteractionEv
     assert learner.events_trained == 3 * 256
     for name, tensor in learner.model.state_dict().items():
         assert torch.equal(weights[name], tensor), name
+
+
+def test_in_batch_negatives_are_corrected_by_their_expected_count(
+    batches: list[list[InteractionEvent]], popularity: dict[str, float]
+) -> None:
+    config = _config("sasrec", shared_negatives=True, in_batch_negatives=True, train_negatives=32)
+    learner = OnlineLearner(config)
+    _run(learner, batches[:10])
+    catalogue = learner.items.active_rows()
+    log_q = learner._log_expected_counts(positives=300, catalogue=len(catalogue))
+    expected = torch.exp(log_q)[torch.from_numpy(catalogue)]
+    # The shared sample holds 32 uniform draws and 300 in-batch positives, in expectation.
+    assert float(expected.sum()) == pytest.approx(32 + 300, rel=1e-3)
+    frequent = int(np.argmax(learner.frequency))
+    assert float(log_q[frequent]) > float(log_q[torch.from_numpy(catalogue)].median())
+    _run(learner, batches[10:])
+    assert learner.rolling["hr@10"] > popularity["hr@10"] + 0.15, (learner.rolling, popularity)
+
+
+def test_several_steps_per_batch_resume_bit_for_bit(
+    batches: list[list[InteractionEvent]],
+) -> None:
+    config = _config("sasrec", train_steps=2, shared_negatives=True, in_batch_negatives=True)
+    uninterrupted = OnlineLearner(config)
+    _run(uninterrupted, batches[:4])
+    resumed = OnlineLearner(config)
+    resumed.load_state_dict(uninterrupted.state_dict())
+    assert _comparable(_run(resumed, batches[4:7])) == _comparable(
+        _run(uninterrupted, batches[4:7])
+    )

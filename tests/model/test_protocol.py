@@ -120,17 +120,41 @@ def test_sasrec_scores_a_cold_user_by_the_popularity_prior_and_a_session_by_its_
 ) -> None:
     import torch
 
+    fresh = OnlineLearner(_config("sasrec")).model.eval()
     learner = OnlineLearner(_config("sasrec"))
     for batch in batches[:16]:
         learner.step(batch)
     model = learner.model.eval()
     candidates = torch.arange(1, 60).unsqueeze(0)
     empty = torch.zeros(1, 8, dtype=torch.long)
+    unknown = torch.zeros(1, 1, dtype=torch.long)
     with torch.inference_mode():
-        cold = model(torch.zeros(1, 1, dtype=torch.long), empty, candidates)
+        # Untrained, a cold user (no row, no history) scores exactly the popularity prior.
+        torch.testing.assert_close(fresh(unknown, empty, candidates), fresh.prior(candidates))  # type: ignore[operator]
+        cold = model(unknown, empty, candidates)
+        # Trained: the prior plus the intent learned from newcomers' first events.
+        newcomer = model.item_embedding(candidates) @ model.cold_intent  # type: ignore[operator]
         prior = model.prior(candidates)  # type: ignore[operator]
         session = torch.zeros(1, 8, dtype=torch.long)
         session[0, :2] = torch.tensor([3, 4])
-        warm = model(torch.zeros(1, 1, dtype=torch.long), session, candidates)
-    torch.testing.assert_close(cold, prior)
+        warm = model(unknown, session, candidates)
+    torch.testing.assert_close(cold, prior + newcomer)
+    assert float(model.cold_intent.detach().abs().sum()) > 0  # type: ignore[operator]
     assert not torch.allclose(warm, cold)  # the session's items move an unknown user away
+
+
+def test_sasrec_prior_decays_each_time_scale_at_its_own_half_life() -> None:
+    import torch
+
+    from freshrank.model.sasrec import PRIOR_SCALES
+
+    model = OnlineLearner(_config("sasrec")).model
+    model.observe_items(torch.tensor([5, 5, 7]), 1.0)
+    model.observe_items(torch.tensor([7]), 0.5)  # one base half-life passed
+    counts = model.popularity  # type: ignore[attr-defined]
+    assert counts.shape == (len(PRIOR_SCALES), 512)
+    for scale, row in zip(PRIOR_SCALES, counts, strict=True):
+        factor = 0.5 ** (1.0 / scale)
+        assert float(row[5]) == pytest.approx(2 * factor)
+        assert float(row[7]) == pytest.approx(factor + 1)
+    assert float(counts[:, 0].abs().sum()) == 0.0  # the unknown row never gains popularity

@@ -51,7 +51,7 @@ class DemoConfig:
     rate: float = 300.0  # events/s into Kafka
     request_rate: float = 20.0  # ranking requests/s
     max_seconds: float = 240.0
-    architecture: str = "din"
+    architecture: str = "sasrec"
     export_interval_s: float = 8.0
     workdir: Path = Path("demo-report")
     live: bool = True

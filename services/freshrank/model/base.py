@@ -18,7 +18,7 @@ __all__ = ["ModelConfig", "RankingModel"]
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    architecture: str = "din"
+    architecture: str = "sasrec"  # the default everywhere (trainer, demo, CRD)
     num_users: int = 100_000  # embedding rows incl. row 0
     num_items: int = 100_000
     dim: int = 32
@@ -71,6 +71,10 @@ class RankingModel(nn.Module):
     ) -> torch.Tensor:
         """The target row of each row ``train_scores`` returns (here: the positives)."""
         return positive_rows
+
+    def prior_parameters(self) -> list[nn.Parameter]:
+        """Global prior parameters (popularity weights, cold intent): trained at the fast rate."""
+        return []
 
     def observe_items(self, item_rows: torch.Tensor, decay: float) -> None:
         """Stream statistics a model keeps outside gradients (a popularity prior); none here."""

@@ -30,6 +30,7 @@ of the batch, which is what a 100k-row table online needs); the dense layers use
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import time
@@ -83,11 +84,16 @@ class LearnerConfig:
     mixed_precision: bool = True  # bf16 autocast on CUDA (never on CPU)
     popularity_half_life: float = 20_000.0  # events: decay of a model's popularity prior
     shared_negatives: bool = False  # True: one set of train_negatives for the whole batch
+    # With shared negatives: the batch's own positives are negatives for the other rows too
+    # (popular, hard ones), every logit corrected by log of its expected count in the
+    # sample (logQ, Yi et al. 2019), so the model still learns p(item | user).
+    in_batch_negatives: bool = False
+    train_steps: int = 1  # gradient steps per micro-batch, each on it plus a fresh replay
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.negatives < 1 or self.train_negatives < 1:
-            raise ValueError("negatives and train_negatives must be >= 1")
+        if self.negatives < 1 or self.train_negatives < 1 or self.train_steps < 1:
+            raise ValueError("negatives, train_negatives and train_steps must be >= 1")
         if self.replay_size < 0 or self.replay_ratio < 0 or self.full_eval_events < 0:
             raise ValueError("replay_size, replay_ratio and full_eval_events must be >= 0")
 
@@ -409,12 +415,23 @@ class OnlineLearner(PrequentialLearner):
         sparse_ids = {id(p) for m in embeddings for p in m.parameters()}
         sparse = [p for p in self.model.parameters() if id(p) in sparse_ids]
         dense = [p for p in self.model.parameters() if id(p) not in sparse_ids]
+        # A model's global prior parameters (a few scalars every step moves) learn at the
+        # embedding rate: at the layers' rate they would take the whole stream to adapt.
+        fast_ids = {id(p) for p in self.model.prior_parameters()}
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in dense if id(p) not in fast_ids]},
+            {"params": [p for p in dense if id(p) in fast_ids], "lr": config.sparse_learning_rate},
+        ]
+        dense_groups = [group for group in groups if group["params"]]
         self.sparse_optimizer = torch.optim.SparseAdam(sparse, lr=config.sparse_learning_rate)
-        self.dense_optimizer = torch.optim.Adam(dense, lr=config.learning_rate) if dense else None
+        self.dense_optimizer = (
+            torch.optim.Adam(dense_groups, lr=config.learning_rate) if dense_groups else None
+        )
         self.replay = ReplayBuffer(
             config.replay_size, config.model.history_len, config.replay_half_life
         )
         self._autocast = self.device.type == "cuda" and config.mixed_precision
+        self.frequency = np.zeros(config.model.num_items, dtype=np.float64)  # for logQ
         # The published (exported) copy that scores, when serving lags training; None: live.
         self.serving: RankingModel | None = None
 
@@ -439,21 +456,29 @@ class OnlineLearner(PrequentialLearner):
         return result
 
     def learn(self, user_rows: Rows, item_rows: Rows, history_rows: Rows) -> float | None:
-        users, items, histories = self._with_replay(user_rows, item_rows, history_rows)
+        self._count_positives(item_rows)
+        losses = []
+        for repeat in range(self.config.train_steps):
+            with self._seeded_torch(repeat):
+                batch = self._with_replay(user_rows, item_rows, history_rows)
+                losses.append(self._train_step(*batch))
+        return float(np.mean(losses))
+
+    @contextlib.contextmanager
+    def _seeded_torch(self, repeat: int) -> Iterator[None]:
+        """Torch's RNG (dropout) seeded from (seed, step): a resumed run draws the same masks."""
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed((self.config.seed * 1_000_003 + self.steps) * 64 + repeat)
+            yield
+
+    def _train_step(self, users: Rows, items: Rows, histories: Rows) -> float:
+        """One sampled-softmax step on positives ``items`` (the batch plus a replay)."""
         catalogue = self.items.active_rows()
         self.model.train()
         with self._precision():
             if self.config.shared_negatives:
-                shared = catalogue[
-                    self.rng.integers(0, len(catalogue), self.config.train_negatives)
-                ]
-                positives, history_tensor = self._tensor(items), self._tensor(histories)
-                logits = self.model.train_scores(
-                    self._tensor(users[:, None]), history_tensor, positives, self._tensor(shared)
-                ).float()
-                # A model may train several (state, next item) pairs per event (SASRec).
-                items = self.model.train_targets(positives, history_tensor).cpu().numpy()
-                negatives = np.broadcast_to(shared, (len(items), len(shared)))
+                logits, items, negatives = self._shared_logits(users, items, histories, catalogue)
             else:
                 negatives = catalogue[
                     self.rng.integers(0, len(catalogue), (len(users), self.config.train_negatives))
@@ -475,11 +500,55 @@ class OnlineLearner(PrequentialLearner):
             self.dense_optimizer.step()
         return float(loss.detach())
 
+    def _shared_logits(
+        self, users: Rows, items: Rows, histories: Rows, catalogue: Rows
+    ) -> tuple[torch.Tensor, Rows, npt.NDArray[np.int64]]:
+        """Logits [N, 1+S] against one sample S shared by the batch; targets; [N, S] rows.
+
+        S = ``train_negatives`` uniform draws, plus the batch's positives with
+        ``in_batch_negatives``. With in-batch negatives every logit is corrected by the log
+        of its item's expected count in S (uniform share + batch size x stream frequency),
+        so popular items, sampled far more often, are not pushed down for it.
+        """
+        uniform = catalogue[self.rng.integers(0, len(catalogue), self.config.train_negatives)]
+        shared = np.concatenate([items, uniform]) if self.config.in_batch_negatives else uniform
+        positives, history_tensor = self._tensor(items), self._tensor(histories)
+        logits = self.model.train_scores(
+            self._tensor(users[:, None]), history_tensor, positives, self._tensor(shared)
+        ).float()
+        # A model may train several (state, next item) pairs per event (SASRec).
+        targets = self.model.train_targets(positives, history_tensor).cpu().numpy()
+        if self.config.in_batch_negatives:
+            log_q = self._log_expected_counts(len(items), len(catalogue))
+            logits = torch.cat(
+                [
+                    logits[:, :1] - log_q[self._tensor(targets)].unsqueeze(1),
+                    logits[:, 1:] - log_q[self._tensor(shared)].unsqueeze(0),
+                ],
+                dim=1,
+            )
+        negatives = np.broadcast_to(shared, (len(targets), len(shared)))
+        return logits, targets, negatives
+
+    def _count_positives(self, item_rows: Rows) -> None:
+        """Decayed positive counts per item row: the stream frequency the logQ term needs."""
+        if not self.config.in_batch_negatives:
+            return
+        self.frequency *= np.exp2(-len(item_rows) / self.config.popularity_half_life)
+        np.add.at(self.frequency, item_rows, 1.0)
+
+    def _log_expected_counts(self, positives: int, catalogue: int) -> torch.Tensor:
+        """log E[times each row is in the shared sample]: uniform draws + in-batch positives."""
+        frequency = self.frequency / max(float(self.frequency.sum()), 1.0)
+        expected = self.config.train_negatives / max(catalogue, 1) + positives * frequency
+        return self._tensor(np.log(np.maximum(expected, 1e-12)).astype(np.float32))
+
     def forget_rows(self, users: list[int], items: list[int]) -> None:
         self.model.reset_rows("user", users)
         self.model.reset_rows("item", items)
         _reset_bias_rows(self.model, items)
         _reset_optimizer_rows(self.sparse_optimizer, self.model, users, items)
+        self.frequency[items] = 0.0
         self.replay.invalidate(users, items)
 
     def _after_learning(self, user_rows: Rows, item_rows: Rows, histories: Rows) -> None:
@@ -517,6 +586,7 @@ class OnlineLearner(PrequentialLearner):
         if self.dense_optimizer is not None:
             state["dense_optimizer"] = _optimizer_state_to_cpu(self.dense_optimizer.state_dict())
         state["replay"] = self.replay.state_dict()
+        state["frequency"] = torch.from_numpy(self.frequency.copy())
         state["config"] = dataclasses.asdict(self.config)
         return state
 
@@ -530,6 +600,8 @@ class OnlineLearner(PrequentialLearner):
         if self.dense_optimizer is not None:
             self.dense_optimizer.load_state_dict(state["dense_optimizer"])
         self.replay.load_state_dict(state["replay"])
+        if "frequency" in state:  # absent in checkpoints from before in-batch negatives
+            self.frequency = np.array(state["frequency"], dtype=np.float64)
 
     def export(self, directory: Path) -> None:
         """Write ``model.pt`` (TorchScript, verified after reloading), ``export.json`` and

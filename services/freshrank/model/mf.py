@@ -30,3 +30,18 @@ class MatrixFactorization(RankingModel):
         items = self.item_embedding(candidate_rows)  # [B,C,D]
         scores: torch.Tensor = (items * user).sum(-1) + self.item_bias(candidate_rows).squeeze(-1)
         return scores
+
+    def train_scores(
+        self,
+        user_row: torch.Tensor,
+        history_rows: torch.Tensor,
+        positive_rows: torch.Tensor,
+        negative_rows: torch.Tensor,
+    ) -> torch.Tensor:
+        """[B, 1+K] as one [B,D] x [D,K] product: K gradient rows for shared negatives."""
+        user = self.user_embedding(user_row).squeeze(1)  # [B,D]
+        positive = (self.item_embedding(positive_rows) * user).sum(-1)
+        positive = positive + self.item_bias(positive_rows).squeeze(-1)
+        negative = user @ self.item_embedding(negative_rows).t()
+        negative = negative + self.item_bias(negative_rows).squeeze(-1).unsqueeze(0)
+        return torch.cat([positive.unsqueeze(1), negative], dim=1)

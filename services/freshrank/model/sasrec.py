@@ -2,19 +2,22 @@
 
 Score of candidate ``t`` for a user with recent items ``h_1..h_H`` (newest first):
 
-    <encode(h) + user, t> + bias_t + w * log(1 + decayed_count_t)
+    <encode(h) + user, t> + bias_t + sum_s w_s * log(1 + decayed_count_s(t))
 
 - ``encode`` is causal self-attention over the history (Kang & McAuley, SASRec, 2018): each
   position attends to itself and older positions only, learned recency-position
-  embeddings, pre-norm blocks; the newest position's output is the user's current intent.
-  It needs no user row, so an unknown user is scored from the items of their session.
+  embeddings, pre-norm blocks, dropout; the newest position's output is the user's current
+  intent. It needs no user row, so an unknown user is scored from the items of their
+  session. An empty history encodes to a learned *cold intent*: what newcomers pick.
 - ``user`` is a per-user embedding (zero at start): long histories add a stable taste on top.
-- ``bias_t + w * log(1 + decayed_count_t)`` is the popularity and recency prior: the
-  decayed counts are a buffer the learner updates from the stream (what is popular *now*,
-  with the same half-life as the popularity baseline), ``w`` and the bias are learned. A
-  cold user with no history scores exactly this prior, i.e. starts at popularity and moves
-  away from it as evidence arrives. The counts travel with every export, so serving has
-  the prior of the moment the model was exported.
+- ``bias_t + sum_s w_s * log(1 + decayed_count_s(t))`` is the popularity and recency prior:
+  decayed counts at several time scales (``PRIOR_SCALES``) are buffers the learner updates
+  from the stream (what is popular *now*; the middle scale has the popularity baseline's
+  half-life), the weights ``w_s`` and the bias are learned, starting at the baseline (weight
+  1 on the middle scale, 0 elsewhere). An untrained model scores a cold user exactly by
+  popularity; a trained one by the prior plus the cold intent, and moves away from it as
+  evidence arrives. The counts travel with every export, so serving has the prior of the
+  moment the model was exported.
 """
 
 from __future__ import annotations
@@ -26,14 +29,19 @@ from torch import nn
 
 from freshrank.model.base import ModelConfig, RankingModel
 
-__all__ = ["SelfAttentiveSequential"]
+__all__ = ["PRIOR_SCALES", "SelfAttentiveSequential"]
+
+# Time scales of the popularity prior, as multiples of the learner's popularity half-life
+# (20k events: 2k, 20k and 200k events), a decade apart so their mix can express a trend.
+PRIOR_SCALES = (0.1, 1.0, 10.0)
 
 
 class _CausalBlock(nn.Module):
     """Pre-norm single-head self-attention plus a position-wise feed-forward layer."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, dropout: float) -> None:
         super().__init__()
+        self.dropout = nn.Dropout(dropout)
         self.attention_norm = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
@@ -46,13 +54,20 @@ class _CausalBlock(nn.Module):
         query, key, value = self.qkv(self.attention_norm(x)).chunk(3, dim=-1)
         logits = torch.bmm(query, key.transpose(1, 2)) * self.scale  # [B,H,H]
         weights = torch.softmax(logits.masked_fill(~allowed, -1e9), dim=-1)
-        x = x + self.out(torch.bmm(weights, value))
-        out: torch.Tensor = x + self.ffn_out(torch.relu(self.ffn_in(self.ffn_norm(x))))
+        x = x + self.dropout(self.out(torch.bmm(weights, value)))
+        hidden = self.dropout(torch.relu(self.ffn_in(self.ffn_norm(x))))
+        out: torch.Tensor = x + self.dropout(self.ffn_out(hidden))
         return out
 
 
 class SelfAttentiveSequential(RankingModel):
-    def __init__(self, config: ModelConfig, layers: int = 2, every_position: bool = False) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        layers: int = 2,
+        every_position: bool = False,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__(config)
         # Train every history position on its next item (SASRec's own objective) with
         # shared negatives; measured worse than the event-only signal on Amazon Beauty
@@ -63,11 +78,25 @@ class SelfAttentiveSequential(RankingModel):
         self.item_embedding = nn.Embedding(config.num_items, dim, padding_idx=0)
         self.item_bias = nn.Embedding(config.num_items, 1, padding_idx=0)
         self.position = nn.Parameter(torch.randn(config.history_len, dim) * 0.01)
-        self.blocks = nn.ModuleList([_CausalBlock(dim) for _ in range(layers)])
+        # Dropout as in SASRec (0.2 on dense data, 0.5 on sparse): online, every event is
+        # seen once or twice, and dropout keeps the few seen items from being memorised.
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList([_CausalBlock(dim, dropout) for _ in range(layers)])
+        # The intent of a user with no history yet: learned from first events, so a cold
+        # user starts at "what newcomers pick" (on top of the prior), not at zero.
+        self.cold_intent = nn.Parameter(torch.zeros(dim))
         self.final_norm = nn.LayerNorm(dim)
-        self.prior_weight = nn.Parameter(torch.ones(()))
-        # Decayed interaction counts per item row (a buffer: exported, never trained).
-        self.register_buffer("popularity", torch.zeros(config.num_items))
+        # Decayed interaction counts per item row at several time scales (buffers: exported,
+        # never trained): what is popular this hour, this day, this season. The scales are
+        # the learner's popularity half-life times PRIOR_SCALES; the prior starts as the
+        # popularity baseline (weight 1 on the middle scale) and learns its own mix.
+        self.register_buffer("popularity", torch.zeros(len(PRIOR_SCALES), config.num_items))
+        self.register_buffer(
+            "scale_exponents", torch.tensor([1.0 / scale for scale in PRIOR_SCALES])
+        )
+        self.prior_weight = nn.Parameter(
+            torch.tensor([1.0 if scale == 1.0 else 0.0 for scale in PRIOR_SCALES])
+        )
         nn.init.zeros_(self.user_embedding.weight)
         nn.init.normal_(self.item_embedding.weight, std=0.01)
         nn.init.zeros_(self.item_bias.weight)
@@ -98,6 +127,8 @@ class SelfAttentiveSequential(RankingModel):
         sparse stream gets H training pairs per event instead of one.
         """
         states = self.encode_all(history_rows) + self.user_embedding(user_row)  # [B,H,D]
+        empty = (history_rows[:, 0] == 0).to(states.dtype)
+        states[:, 0] = states[:, 0] + empty.unsqueeze(1) * self.cold_intent
         present = self._pairs(positive_rows, history_rows)
         targets = torch.cat([positive_rows.unsqueeze(1), history_rows[:, :-1]], dim=1)
         intent = states[present]  # [N,D]
@@ -124,14 +155,16 @@ class SelfAttentiveSequential(RankingModel):
 
     def prior(self, candidate_rows: torch.Tensor) -> torch.Tensor:
         """Popularity and recency prior (shape of the rows): bias + weight * log decayed count."""
-        counts = self._counts()[candidate_rows]
+        counts = torch.log1p(self._counts()[:, candidate_rows])  # [S, *rows]
+        weighted = (counts * self.prior_weight.view([-1] + [1] * candidate_rows.dim())).sum(0)
         bias = self.item_bias(candidate_rows).squeeze(-1)
-        prior: torch.Tensor = bias + self.prior_weight * torch.log1p(counts)
+        prior: torch.Tensor = bias + weighted
         return prior
 
     def encode(self, history_rows: torch.Tensor) -> torch.Tensor:
-        """[B,D]: the newest position's output; zero for an empty history."""
-        newest = self.encode_all(history_rows)[:, 0]
+        """[B,D]: the newest position's output; the learned cold intent for an empty history."""
+        empty = (history_rows[:, 0] == 0).unsqueeze(1).to(self.cold_intent.dtype)
+        newest = self.encode_all(history_rows)[:, 0] + empty * self.cold_intent
         return newest
 
     def encode_all(self, history_rows: torch.Tensor) -> torch.Tensor:
@@ -139,7 +172,7 @@ class SelfAttentiveSequential(RankingModel):
         length = history_rows.shape[1]
         present = history_rows != 0  # [B,H], newest first, padding at the end
         x = self.item_embedding(history_rows) * self.input_scale + self.position[:length]
-        x = x * present.unsqueeze(-1).to(x.dtype)
+        x = self.dropout(x) * present.unsqueeze(-1).to(x.dtype)
         index = torch.arange(length, device=history_rows.device)
         # Newest first: position i may see itself and the older positions j >= i.
         causal = index.unsqueeze(0) >= index.unsqueeze(1)  # [H(query), H(key)]
@@ -151,6 +184,9 @@ class SelfAttentiveSequential(RankingModel):
         encoded: torch.Tensor = states * present.unsqueeze(-1).to(states.dtype)
         return encoded
 
+    def prior_parameters(self) -> list[nn.Parameter]:
+        return [self.prior_weight, self.cold_intent]
+
     def _counts(self) -> torch.Tensor:
         counts = self.popularity
         assert isinstance(counts, torch.Tensor)  # a buffer (typed for mypy and TorchScript)
@@ -159,11 +195,13 @@ class SelfAttentiveSequential(RankingModel):
     def observe_items(self, item_rows: torch.Tensor, decay: float) -> None:
         """Decay the prior's counts by ``decay`` and count ``item_rows`` (one each)."""
         with torch.no_grad():
-            self._counts().mul_(decay)
-            self._counts().index_add_(
-                0, item_rows, torch.ones_like(item_rows, dtype=self._counts().dtype)
-            )
-            self._counts()[0] = 0.0
+            counts = self._counts()
+            exponents = self.scale_exponents
+            assert isinstance(exponents, torch.Tensor)
+            counts.mul_(torch.pow(torch.full_like(exponents, decay), exponents).unsqueeze(1))
+            ones = torch.ones(len(item_rows), dtype=counts.dtype, device=counts.device)
+            counts.index_add_(1, item_rows, ones.expand(counts.shape[0], -1))
+            counts[:, 0] = 0.0
 
     def reset_rows(self, table: str, rows: list[int]) -> None:
         if table == "user":
@@ -176,4 +214,4 @@ class SelfAttentiveSequential(RankingModel):
         if rows:
             with torch.no_grad():
                 index = torch.tensor(rows, dtype=torch.long, device=self._counts().device)
-                self._counts()[index] = 0.0
+                self._counts()[:, index] = 0.0
