@@ -55,7 +55,15 @@ TARGET_P99_MS = 20.0
 TARGET_P99_TRAINING_MS = 50.0
 TARGET_MODEL_SHARE = 0.99
 TARGET_RATIO = 0.8
-_VERSION = re.compile(rb'"model_version":\s*(\d+)')
+# The answer's JSON (proto3 mapping: int64 as a decimal string), read without parsing it all.
+_VERSION = re.compile(rb'"model_version":\s*"?(\d+)')
+_FALLBACK = re.compile(rb'"fallback":\s*true')
+
+
+def answered_version(reply: bytes) -> int:
+    """The model version a ranking answer came from; 0 for a fallback."""
+    match = _VERSION.search(reply)
+    return 0 if match is None or _FALLBACK.search(reply) else int(match.group(1))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -423,9 +431,7 @@ async def _load(url: str, mode: str, options: dict[str, Any]) -> LoadResult:
                 counts["errors"] += 1
                 versions.append(0)
                 return
-            match = _VERSION.search(reply)
-            fallback = b'"fallback": true' in reply
-            versions.append(0 if fallback or match is None else int(match.group(1)))
+            versions.append(answered_version(reply))
 
         sent = itertools.count()
         rate = float(options["rate"]) if mode != "closed" else 0.0
