@@ -16,7 +16,7 @@ import typing
 from collections.abc import AsyncIterator
 from typing import Any
 
-from freshrank_operator import crd
+from freshrank_operator import crd, reconcile
 from freshrank_operator.config import OperatorConfig
 from freshrank_operator.handlers import Runtime
 from freshrank_operator.kube import plural
@@ -60,17 +60,7 @@ RESOURCES: list[tuple[str, str, bool, set[str]]] = [
 ]
 
 CHILD_RESOURCES = {
-    kind: _resource(api_version, kind)
-    for api_version, kind in (
-        ("v1", "ConfigMap"),
-        ("v1", "Service"),
-        ("v1", "PersistentVolumeClaim"),
-        ("apps/v1", "Deployment"),
-        ("apps/v1", "StatefulSet"),
-        ("autoscaling/v2", "HorizontalPodAutoscaler"),
-        ("keda.sh/v1alpha1", "ScaledObject"),
-        ("networking.k8s.io/v1", "NetworkPolicy"),
-    )
+    kind: _resource(api_version, kind) for api_version, kind in reconcile.CHILD_KINDS
 }
 
 

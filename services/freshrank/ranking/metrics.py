@@ -2,38 +2,36 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from freshrank.core.contracts import metrics
 from freshrank.core.http import LATENCY_BUCKETS
+from freshrank.core.metric_families import MetricFamilies
 
 __all__ = ["RankingMetrics"]
 
 
 class RankingMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.scorer_latency = Histogram(
+        families = MetricFamilies(registry)
+        self.scorer_latency = families.histogram(
             "freshrank_triton_request_duration_seconds",
             "Model inference call latency (Triton, or in-process when scorer=torch)",
-            ["scorer", "outcome"],
-            registry=registry,
+            "scorer",
+            "outcome",
             buckets=LATENCY_BUCKETS,
         )
-        self.feature_latency = Histogram(
+        self.feature_latency = families.histogram(
             "freshrank_feature_lookup_duration_seconds",
             "Feature service lookup latency",
-            ["outcome"],
-            registry=registry,
+            "outcome",
             buckets=LATENCY_BUCKETS,
         )
-        self.fallbacks = Counter(
+        self.fallbacks = families.counter(
             metrics.RANKING_FALLBACKS,
             "Rankings answered by the popularity fallback, by reason",
-            ["reason"],
-            registry=registry,
+            "reason",
         )
-        self.model_version = Gauge(
-            metrics.RANKING_MODEL_VERSION,
-            "Model version serving requests (0: none READY)",
-            registry=registry,
+        self.model_version = families.gauge(
+            metrics.RANKING_MODEL_VERSION, "Model version serving requests (0: none READY)"
         )
