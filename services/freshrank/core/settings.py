@@ -259,7 +259,7 @@ class ModelRepositorySettings(Settings):
     """A role using the Triton model repository (core.model_repo)."""
 
     model_repository: str = opt(
-        "models", "Triton model repository (the trainer exports into it, ranking reads ids.json)"
+        "models", "Triton model repository (the trainer exports, ranking reads)"
     )
 
 
