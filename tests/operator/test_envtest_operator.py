@@ -235,12 +235,18 @@ async def test_a_secret_created_after_the_cr_takes_effect_in_seconds(
 
         await eventually(recovered, timeout=15)
         assert time.monotonic() - start < 15  # the retry is 300 s away: the watch did it
-        reasons = {
-            (e["type"], e["reason"])
-            for e in await _events_about(cluster_api.client, namespace, "shop")
-        }
-        assert ("Warning", "KafkaSecretNotFound") in reasons
-        assert ("Normal", "Recovered") in reasons
+
+        async def both_events() -> set[tuple[str, str]]:
+            # The Event follows the status write: on a busy machine it may land a moment later.
+            reasons = {
+                (e["type"], e["reason"])
+                for e in await _events_about(cluster_api.client, namespace, "shop")
+            }
+            assert ("Warning", "KafkaSecretNotFound") in reasons, reasons
+            assert ("Normal", "Recovered") in reasons, reasons
+            return reasons
+
+        await eventually(both_events)
 
 
 def _request_total(metrics: str) -> dict[str, float]:
@@ -341,8 +347,12 @@ async def test_twenty_idle_crs_cost_no_api_requests(
     running, stopped = await idle_requests(kube_cluster, cluster_api, namespace, 20, window)
     print(f"idle API requests/min at 20 CRs, operator running: {_per_minute(running, window)}")
     print(f"idle API requests/min at 20 CRs, operator stopped: {_per_minute(stopped, window)}")
-    lists = {key: n for key, n in running.items() if key.startswith("LIST ") and n}
-    assert not lists, _per_minute(running, window)
+    # No polling: a LIST only where a watch stream was re-established (Kopf re-lists once when
+    # a stream ends, which a loaded machine can cause inside the window), never per CR.
+    relisted = {key: n for key, n in running.items() if key.startswith("LIST ") and n > 1}
+    assert not relisted, _per_minute(running, window)
+    for key in (k for k, n in running.items() if k.startswith("LIST ") and n):
+        assert running.get("WATCH " + key.split(" ", 1)[1], 0) >= 1, _per_minute(running, window)
     writes = {
         key: n
         for key, n in running.items()
