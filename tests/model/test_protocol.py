@@ -3,6 +3,7 @@
 import copy
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from freshrank.core.codec import EventType, InteractionEvent
@@ -14,6 +15,9 @@ from freshrank.model.learner import (
     PrequentialLearner,
     synthetic_batches,
 )
+
+Rows = npt.NDArray[np.int64]
+Scores = npt.NDArray[np.float32]
 
 STREAM = {"users": 60, "items": 300, "topics": 20, "events": 4096, "seed": 13}
 
@@ -158,3 +162,41 @@ def test_sasrec_prior_decays_each_time_scale_at_its_own_half_life() -> None:
         assert float(row[5]) == pytest.approx(2 * factor)
         assert float(row[7]) == pytest.approx(factor + 1)
     assert float(counts[:, 0].abs().sum()) == 0.0  # the unknown row never gains popularity
+
+
+class _Recorder(PrequentialLearner):
+    """Records the histories it is asked to score with and to learn from."""
+
+    def __init__(self, config: LearnerConfig) -> None:
+        super().__init__(config)
+        self.scored: list[Rows] = []
+        self.learned: list[Rows] = []
+
+    def score(self, user_rows: Rows, history_rows: Rows, candidate_rows: Rows) -> Scores:
+        self.scored.append(history_rows.copy())
+        return np.zeros(candidate_rows.shape, dtype=np.float32)
+
+    def learn(self, user_rows: Rows, item_rows: Rows, history_rows: Rows) -> None:
+        self.learned.append(history_rows.copy())
+        return None
+
+
+def test_simultaneous_events_are_history_for_learning_but_never_for_scoring() -> None:
+    """Same-timestamp events of a user: none scores from another; learning, after scoring,
+    reads them in stream order (the same-day co-purchase signal)."""
+    learner = _Recorder(_config())
+    learner.step([_event("u", "a", 1), *(_event("v", item, 1) for item in "bcd")])  # all known
+    learner.scored.clear()
+    learner.step([_event("u", "b", 5), _event("u", "c", 5), _event("u", "d", 9)])
+    rows = {item: int(learner.items.rows([item])[0]) for item in "abcd"}
+    scored, learned = learner.scored[0], learner.learned[-1]
+    assert [list(h[h != 0]) for h in scored] == [
+        [rows["a"]],
+        [rows["a"]],  # c is simultaneous with b: not its history when scored
+        [rows["c"], rows["b"], rows["a"]],
+    ]
+    assert [list(h[h != 0]) for h in learned] == [
+        [rows["a"]],
+        [rows["b"], rows["a"]],  # learning reads b before c, in stream order
+        [rows["c"], rows["b"], rows["a"]],
+    ]
