@@ -16,11 +16,10 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from freshrank.core.model_repo import (
-    INPUTS,
-    VERSION_INPUT,
     ExportRecord,
     ModelRepository,
     live_model_name,
+    triton_inputs,
 )
 from freshrank.embedded import EmbeddedTriton
 from freshrank.model import IdMap, ModelConfig, build_model
@@ -51,14 +50,7 @@ def _publish(repo: ModelRepository, seed: int) -> torch.nn.Module:
 
 
 def _inputs(version: int, user: int = 3) -> list[httpclient.InferInput]:
-    arrays = [np.array([[user]], dtype=np.int64), HISTORY, CANDIDATES]
-    arrays.append(np.array([[version]], dtype=np.int64))
-    out = []
-    for name, array in zip([*INPUTS, VERSION_INPUT], arrays, strict=True):
-        tensor = httpclient.InferInput(name, list(array.shape), "INT64")
-        tensor.set_data_from_numpy(array)
-        out.append(tensor)
-    return out
+    return triton_inputs(httpclient.InferInput, user, HISTORY, CANDIDATES, version)
 
 
 def _expected(model: torch.nn.Module, user: int = 3) -> np.ndarray:  # type: ignore[type-arg]

@@ -34,6 +34,10 @@ import shutil
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from freshrank.core.contracts.manifest import ExportManifest, ExportRecord
 
@@ -50,6 +54,7 @@ __all__ = [
     "ModelRepository",
     "live_model_name",
     "render_config",
+    "triton_inputs",
 ]
 
 MODEL_FILE = "model.pt"
@@ -63,6 +68,32 @@ MAX_BATCH_SIZE = 64
 MANIFEST_KEEP = 100
 LIVE_SUFFIX = "-live"
 LIVE_VERSION = 1  # the live model's one Triton version (its directory holds only model.py)
+
+
+def triton_inputs(
+    infer_input: Callable[[str, list[int], str], Any],
+    user_row: int,
+    history: npt.NDArray[np.int64],
+    candidates: npt.NDArray[np.int64],
+    version: int | None = None,
+) -> list[Any]:
+    """One ranking's request tensors for a tritonclient (``infer_input``: its ``InferInput``,
+    HTTP or gRPC); ``version`` is the live model's extra input, None for a versioned model."""
+    arrays = [
+        np.array([[user_row]], dtype=np.int64),
+        history.reshape(1, -1),
+        candidates.reshape(1, -1),
+    ]
+    names = list(INPUTS)
+    if version is not None:
+        names.append(VERSION_INPUT)
+        arrays.append(np.array([[version]], dtype=np.int64))
+    inputs = []
+    for name, array in zip(names, arrays, strict=True):
+        tensor = infer_input(name, list(array.shape), "INT64")
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
 
 
 def live_model_name(model_name: str) -> str:

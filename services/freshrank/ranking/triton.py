@@ -20,7 +20,7 @@ import numpy.typing as npt
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from freshrank.core.model_repo import INPUTS, OUTPUT, VERSION_INPUT, live_model_name
+from freshrank.core.model_repo import OUTPUT, live_model_name, triton_inputs
 from freshrank.core.settings import host_port
 
 __all__ = [
@@ -224,18 +224,5 @@ class TritonScorer:
         raise ScoringUnavailable("triton_error", str(last_error))
 
     def _inputs(self, version: int, user_row: int, history: Rows, candidates: Rows) -> list[Any]:
-        arrays = [
-            np.array([[user_row]], dtype=np.int64),
-            history.reshape(1, -1),
-            candidates.reshape(1, -1),
-        ]
-        names = list(INPUTS)
-        if self.live:
-            names.append(VERSION_INPUT)
-            arrays.append(np.array([[version]], dtype=np.int64))
-        inputs = []
-        for name, array in zip(names, arrays, strict=True):
-            tensor = self._module.InferInput(name, list(array.shape), "INT64")
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
-        return inputs
+        live_version = version if self.live else None
+        return triton_inputs(self._module.InferInput, user_row, history, candidates, live_version)

@@ -40,7 +40,7 @@ from opentelemetry import trace
 from tritonclient.utils import InferenceServerException
 
 from freshrank.core.contracts.manifest import ExportManifest, ExportRecord, ExportTimings
-from freshrank.core.model_repo import INPUTS, VERSION_INPUT, ModelRepository, live_model_name
+from freshrank.core.model_repo import ModelRepository, live_model_name, triton_inputs
 from freshrank.core.triton_auth import admin_headers
 from freshrank.trainer.metrics import TrainerMetrics
 
@@ -130,13 +130,8 @@ class LiveTritonControl(TritonControl):
             await asyncio.sleep(_READY_POLL_S)
 
     async def _answers(self, model: str, version: int) -> bool:
-        arrays = [np.zeros((1, 1), dtype=np.int64)] * len(INPUTS)
-        arrays.append(np.array([[version]], dtype=np.int64))
-        inputs = []
-        for name, array in zip([*INPUTS, VERSION_INPUT], arrays, strict=True):
-            tensor = triton_http.InferInput(name, list(array.shape), "INT64")
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
+        padding = np.zeros(1, dtype=np.int64)  # one padding row: any answer will do
+        inputs = triton_inputs(triton_http.InferInput, 0, padding, padding, version)
         try:
             await self._client.infer(live_model_name(model), inputs)
         except InferenceServerException as exc:  # Triton answered: not (yet) served
