@@ -37,9 +37,11 @@ __all__ = [
     "FieldRule",
     "Rules",
     "json_list",
+    "message_content",
     "parse_json",
     "request_schemas",
     "response_schemas",
+    "schema_ref",
     "to_dict",
     "to_json",
 ]
@@ -53,6 +55,22 @@ Schema = dict[str, Any]
 # says which one is set, so these walks take them untyped.
 Descriptor = Any
 Field = Any
+
+
+def schema_ref(name: str) -> Schema:
+    """An OpenAPI reference to the component schema ``name``."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def message_content(message: str) -> Schema:
+    """An OpenAPI ``content`` for a proto message: its JSON schema, or its binary encoding."""
+    return {
+        JSON: {"schema": schema_ref(message)},
+        PROTOBUF: {
+            "schema": {"type": "string", "format": "binary", "x-proto": f"freshrank.v1.{message}"}
+        },
+    }
+
 
 _T = FieldDescriptor
 _INT32 = {_T.TYPE_INT32, _T.TYPE_SINT32, _T.TYPE_SFIXED32}

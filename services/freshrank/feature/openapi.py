@@ -9,7 +9,7 @@ from typing import Any
 from freshrank.core import protojson
 from freshrank.core.codec import ID_JSON_SCHEMA
 from freshrank.core.contracts import routes
-from freshrank.core.protojson import JSON, PROTOBUF, FieldRule
+from freshrank.core.protojson import JSON, PROTOBUF, FieldRule, message_content, schema_ref
 from freshrank.v1 import features_pb2
 
 __all__ = ["openapi_spec", "request_rules"]
@@ -30,23 +30,10 @@ def request_rules(max_batch: int) -> protojson.Rules:
     return {"BatchUserFeaturesRequest.user_ids": ids, "BatchItemFeaturesRequest.item_ids": ids}
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _body(message: str) -> dict[str, Any]:
-    return {
-        JSON: {"schema": _ref(message)},
-        PROTOBUF: {
-            "schema": {"type": "string", "format": "binary", "x-proto": f"freshrank.v1.{message}"}
-        },
-    }
-
-
 def _ok(message: str) -> dict[str, Any]:
-    error = {JSON: {"schema": _ref("Error")}}
+    error = {JSON: {"schema": schema_ref("Error")}}
     return {
-        "200": {"description": "OK", "content": _body(message)},
+        "200": {"description": "OK", "content": message_content(message)},
         "400": {"description": "malformed request", "content": error},
         "503": {
             "description": "feature store unavailable",
@@ -80,7 +67,7 @@ def _batch(summary: str, request: str, response: str) -> dict[str, Any]:
     return {
         "post": {
             "summary": summary,
-            "requestBody": {"required": True, "content": _body(request)},
+            "requestBody": {"required": True, "content": message_content(request)},
             "responses": _ok(response),
         }
     }

@@ -19,7 +19,7 @@ from freshrank.core import protojson
 from freshrank.core.codec import ID_JSON_SCHEMA, id_problem, ids_problem
 from freshrank.core.contracts import routes
 from freshrank.core.http import json_error
-from freshrank.core.protojson import JSON, PROTOBUF, FieldRule
+from freshrank.core.protojson import JSON, PROTOBUF, FieldRule, message_content, schema_ref
 from freshrank.ranking.ranker import Ranker, Ranking, RankQuery
 from freshrank.v1 import ranking_pb2
 
@@ -191,32 +191,19 @@ def openapi(limits: RankLimits) -> dict[str, Any]:
             routes.RANK: {
                 "post": {
                     "operationId": "rank",
-                    "requestBody": {"required": True, "content": _content("RankRequest")},
+                    "requestBody": {"required": True, "content": message_content("RankRequest")},
                     "responses": {
                         "200": {
                             "description": "ranked items, best first",
-                            "content": _content("RankResponse"),
+                            "content": message_content("RankResponse"),
                         },
                         "400": {
                             "description": "malformed request; the reason is in `error`",
-                            "content": {JSON: {"schema": _ref("Error")}},
+                            "content": {JSON: {"schema": schema_ref("Error")}},
                         },
                     },
                 }
             }
         },
         "components": {"schemas": schemas},
-    }
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _content(message: str) -> dict[str, Any]:
-    return {
-        JSON: {"schema": _ref(message)},
-        PROTOBUF: {
-            "schema": {"type": "string", "format": "binary", "x-proto": f"freshrank.v1.{message}"}
-        },
     }
