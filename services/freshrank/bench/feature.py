@@ -43,8 +43,8 @@ from pydantic import SecretStr
 from freshrank.bench.load import drive
 from freshrank.bench.report import BenchTable, percentile
 from freshrank.core.contracts import routes
+from freshrank.core.protojson import PROTOBUF
 
-PROTOBUF = "application/x-protobuf"
 LAG_TICK_S = 0.005
 CPU_EVERY_TICKS = 20  # CPU counters sampled every 100 ms
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc/stat unit

@@ -18,11 +18,11 @@ import aiohttp
 from google.protobuf.message import Message
 
 from freshrank.core.contracts import routes
+from freshrank.core.protojson import PROTOBUF
 from freshrank.v1 import features_pb2
 
 __all__ = ["FeatureClient", "FeatureServiceError"]
 
-PROTOBUF = "application/x-protobuf"
 M = TypeVar("M", bound=Message)
 
 
