@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from freshrank.core import model_repo
 from freshrank.core import triton_python_model as loader  # outside Triton: no pb_utils
 from freshrank.model import ModelConfig, build_model
 
@@ -108,3 +109,11 @@ def test_live_models_add_versions_in_place_and_keep_the_newest(tmp_path: Path) -
     (tmp_path / "4" / "model.pt").write_bytes(b"half a model")
     live.load_new()  # type: ignore[no-untyped-call]
     assert sorted(live.models) == [2, 3]
+
+
+def test_the_backend_file_names_the_tensors_as_the_repository_does() -> None:
+    # The file runs in Triton's stub, where freshrank is not importable: it keeps its own
+    # copies of the tensor names, which must stay those of core.model_repo.
+    assert loader.INPUTS == model_repo.INPUTS
+    assert loader.VERSION_INPUT == model_repo.VERSION_INPUT
+    assert loader.OUTPUT == model_repo.OUTPUT
