@@ -65,7 +65,11 @@ def score_groups(model_of, arrays):
             continue
         try:
             stacked = [
-                torch.from_numpy(np.concatenate([arrays[i][1][n] for i in indices])).to(DEVICE)
+                torch.from_numpy(
+                    arrays[indices[0]][1][n]  # alone (the usual case at low rates): no copy
+                    if len(indices) == 1
+                    else np.concatenate([arrays[i][1][n] for i in indices])
+                ).to(DEVICE)
                 for n in range(len(INPUTS))
             ]
             with torch.inference_mode():

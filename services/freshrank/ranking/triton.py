@@ -1,11 +1,12 @@
 """Deadline-bound Triton inference with bounded retries and a circuit breaker.
 
-One client (HTTP over a pooled aiohttp session, or gRPC over one channel) lives for the whole
-service. Every call names the model version explicitly, carries the caller's trace context in
-a ``traceparent`` header, and either returns scores within the deadline or raises
-``ScoringUnavailable`` so the ranker can fall back. After ``breaker_failures`` consecutive
-failures the breaker skips Triton for ``breaker_open_s``: a dead or stalled Triton then costs
-callers nothing instead of a full deadline each.
+One client lives for the whole service: HTTP is our lean ``triton_http`` client over
+kept-alive connections, gRPC is tritonclient over one channel. Every call names the model
+version explicitly, carries the caller's trace context in a ``traceparent`` header, and either
+returns scores within the deadline or raises ``ScoringUnavailable`` so the ranker can fall
+back. After ``breaker_failures`` consecutive failures the breaker skips Triton for
+``breaker_open_s``: a dead or stalled Triton then costs callers nothing instead of a full
+deadline each.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import numpy.typing as npt
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from freshrank.core.model_repo import OUTPUT, live_model_name, triton_inputs
+from freshrank.core.model_repo import OUTPUT, live_model_name, ranking_arrays, triton_inputs
 from freshrank.core.settings import host_port
+from freshrank.ranking.triton_http import TritonHttpClient
 
 __all__ = [
     "CircuitBreaker",
@@ -135,25 +137,28 @@ class TritonScorer:
         self.deadline_s = deadline_s
         self.retries = retries
         self.breaker = breaker or CircuitBreaker(5, 1.0)
+        self._http: TritonHttpClient | None = None
+        self._grpc: Any = None
         if protocol == "grpc":
-            import tritonclient.grpc.aio as client_module
+            import tritonclient.grpc.aio as grpc_client
+
+            self._grpc_input: Any = grpc_client.InferInput
+            self._grpc = grpc_client.InferenceServerClient(host_port(url))
         else:
-            import tritonclient.http.aio as client_module
-        self._module: Any = client_module
-        self._client: Any = client_module.InferenceServerClient(host_port(url))
+            self._http = TritonHttpClient(url)
 
     async def close(self) -> None:
-        await self._client.close()
+        await (self._http or self._grpc).close()
 
     async def is_ready(self, version: int) -> bool:
         async with asyncio.timeout(max(self.deadline_s, 1.0)):
             if not self.live:
-                return bool(await self._client.is_model_ready(self.model_name, str(version)))
+                if self._http is not None:
+                    return await self._http.is_ready(self.model_name, str(version))
+                return bool(await self._grpc.is_model_ready(self.model_name, str(version)))
             one = np.zeros(1, dtype=np.int64)
             try:
-                await self._client.infer(
-                    self._target, self._inputs(version, 0, one, one), model_version=""
-                )
+                await self._infer(version, 0, one, one, {})
             except Exception as exc:
                 if any(marker in str(exc) for marker in _UNKNOWN_VERSION):
                     return False  # Triton is up; this version is not (yet) served
@@ -200,8 +205,6 @@ class TritonScorer:
     ) -> Scores:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline_s
-        inputs = self._inputs(version, user_row, history, candidates)
-        model_version = "" if self.live else str(version)
         last_error: Exception | None = None
         for _ in range(self.retries + 1):
             remaining = deadline - loop.time()
@@ -209,20 +212,36 @@ class TritonScorer:
                 raise ScoringUnavailable("deadline", f"spent after {last_error!r}")
             try:
                 async with asyncio.timeout(remaining):
-                    result = await self._client.infer(
-                        self._target, inputs, model_version=model_version, headers=headers
-                    )
+                    return await self._infer(version, user_row, history, candidates, headers)
             except TimeoutError:
                 raise ScoringUnavailable("deadline", f"{self.deadline_s * 1000:.0f} ms") from None
             except Exception as exc:  # connection refused/reset, Triton error: retry, bounded
                 if any(marker in str(exc) for marker in _UNKNOWN_VERSION):  # retry cannot help
                     raise VersionUnavailable(version, str(exc)) from None
                 last_error = exc
-                continue
-            scores: Scores = result.as_numpy(OUTPUT)[0]
-            return scores
         raise ScoringUnavailable("triton_error", str(last_error))
 
-    def _inputs(self, version: int, user_row: int, history: Rows, candidates: Rows) -> list[Any]:
+    async def _infer(
+        self,
+        version: int,
+        user_row: int,
+        history: Rows,
+        candidates: Rows,
+        headers: dict[str, str],
+    ) -> Scores:
         live_version = version if self.live else None
-        return triton_inputs(self._module.InferInput, user_row, history, candidates, live_version)
+        model_version = "" if self.live else str(version)
+        scores: Scores
+        if self._http is not None:
+            arrays = ranking_arrays(user_row, history, candidates, live_version)
+            outputs = await self._http.infer(
+                self._target, arrays, (OUTPUT,), version=model_version, headers=headers
+            )
+            scores = outputs[OUTPUT][0]
+            return scores
+        inputs = triton_inputs(self._grpc_input, user_row, history, candidates, live_version)
+        result = await self._grpc.infer(
+            self._target, inputs, model_version=model_version, headers=headers
+        )
+        scores = result.as_numpy(OUTPUT)[0]
+        return scores
