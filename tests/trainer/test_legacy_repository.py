@@ -26,8 +26,9 @@ from freshrank.core.model_repo import (
     ModelRepository,
     live_model_name,
 )
-from freshrank.embedded import EmbeddedBroker
+from freshrank.embedded import EmbeddedBroker, EmbeddedTriton
 from freshrank.ranking.model_state import ModelWatcher, load_model_state
+from freshrank.ranking.triton import TritonScorer
 from freshrank.sim import SyntheticConfig, SyntheticStream
 from freshrank.trainer.service import run_service
 
@@ -37,11 +38,10 @@ OLD_MODEL = {"architecture": "mf", "dim": 8, "history_len": 4, "num_users": 64, 
 
 
 @pytest.fixture
-def legacy_root(tmp_path: Path) -> Path:
+def legacy_root(model_repository: Path) -> Path:
     """A copy of the old repository (the upgrade rewrites it in place)."""
-    root = tmp_path / "models"
-    shutil.copytree(FIXTURE / MODEL, root / MODEL)
-    return root
+    shutil.copytree(FIXTURE / MODEL, model_repository / MODEL)
+    return model_repository
 
 
 def _old_records(root: Path) -> list[dict[str, object]]:
@@ -242,3 +242,58 @@ async def _until(condition: Callable[[], bool], service: asyncio.Task[None]) -> 
         assert not service.done(), service
         assert asyncio.get_running_loop().time() < deadline, "condition not reached"
         await asyncio.sleep(0.1)
+
+
+@pytest.mark.integration
+async def test_a_live_trainer_serves_the_old_versions_at_once_on_an_upgraded_repository(
+    broker: EmbeddedBroker,
+    unique_name: str,
+    tmp_path: Path,
+    legacy_root: Path,
+    triton: EmbeddedTriton,
+) -> None:
+    """No event, no export: the newest old version (its model.pt as the old trainer wrote it)
+    is served by the live model, which the legacy repository did not have, and ranking's
+    live scorer reads and scores it."""
+    settings = small_settings(
+        broker,
+        unique_name,
+        tmp_path,
+        port=0,
+        model_repository=str(legacy_root),
+        triton_url=f"http://{triton.http_url}",
+        triton_live=True,
+        watch_s=0.5,
+        **{k: v for k, v in OLD_MODEL.items() if k != "architecture"},
+    )
+    assert triton.model_repository == legacy_root  # Triton serves the upgraded repository
+    (legacy_root / MODEL).rename(legacy_root / settings.triton_model)
+    repo = ModelRepository(legacy_root, settings.triton_model)
+    registry = CollectorRegistry()
+    scorer = TritonScorer(
+        f"http://{triton.http_url}", settings.triton_model, live=True, deadline_s=5.0
+    )
+    watcher = ModelWatcher(repo, scorer.is_ready, poll_s=1.0)
+    stop = asyncio.Event()
+    service = asyncio.create_task(
+        run_service(settings, stop, handle_signals=False, registry=registry)
+    )
+    try:
+        await _until(
+            lambda: registry.get_sample_value("freshrank_trainer_model_version") == 5, service
+        )
+        serving = await watcher.refresh()
+        assert serving is not None
+        assert serving.version == 5
+        items = serving.known_items[:3].tolist()
+        user = str(serving.users.ids[0])
+        history, candidates = serving.item_rows(items[:1]), serving.item_rows(items)
+        scores = await scorer.score(5, serving.user_row(user), history, candidates)
+        for version in (3, 4):  # the older ones still on disk are served in place too
+            assert await scorer.is_ready(version)
+    finally:
+        await scorer.close()
+        stop.set()
+        await asyncio.wait_for(service, 60)
+    assert scores.shape == (3,)
+    assert repo.versions() == [3, 4, 5]  # nothing exported, nothing removed

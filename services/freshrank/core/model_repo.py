@@ -365,7 +365,7 @@ class ModelRepository:
     ) -> ExportRecord:
         """Create the next version: ``populate(tmp_dir)`` writes model.pt, export.json and
         the ID tables (``freshrank.model.export.export_version``)."""
-        self.upgrade()  # a no-op unless legacy records are still there (read, not rewritten)
+        self.upgrade()  # no-op when current; an older trainer's repository is upgraded first
         self._write_configs()
         version = (self.latest_version() or 0) + 1
         tmp = self.model_dir / f".tmp-{version}-{os.getpid()}"
