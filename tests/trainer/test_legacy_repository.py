@@ -66,6 +66,11 @@ def test_an_old_repository_is_upgraded_once_and_ranking_reads_every_version(
     original = (legacy_root / MODEL / MANIFEST_FILE).read_text()
     old = {int(str(r["version"])): r for r in _old_records(legacy_root)}
     repo = ModelRepository(legacy_root, MODEL)
+    untouched = _tree(legacy_root)
+    # Read as it is (migration on read): every old record in the typed form, nothing written.
+    assert [r.version for r in repo.manifest()] == [1, 2, 3, 4, 5]
+    assert repo.latest_good_version() == 5
+    assert _tree(legacy_root) == untouched
 
     with caplog.at_level(logging.INFO, logger="freshrank.core.model_repo"):
         done = repo.upgrade()
@@ -96,6 +101,9 @@ def test_an_old_repository_is_upgraded_once_and_ranking_reads_every_version(
         assert record.timings is not None
         assert record.timings.freshness_s == extra["freshness_s"]
         assert record.timings.ready_at_ms == extra["ready_at_ms"]
+        # Pruned versions (1, 2) take their ID counts from the record's statistics.
+        assert record.model.users == extra["id_stats"]["users_known"]
+        assert record.model.items == extra["id_stats"]["items_known"]
     assert repo.manifest() == records
     assert repo.latest_good_version() == 5
     # The live model's files are there: a trainer with triton_live can serve version 5 now.
@@ -132,6 +140,34 @@ def test_an_old_repository_is_upgraded_once_and_ranking_reads_every_version(
     assert again.migrated == ()
     assert _tree(legacy_root) == before
     assert [r for r in caplog.records if r.name == "freshrank.core.model_repo"] == []
+
+
+def test_an_upgrade_interrupted_before_the_manifest_is_rewritten_completes_when_run_again(
+    legacy_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = (legacy_root / MODEL / MANIFEST_FILE).read_text()
+    repo = ModelRepository(legacy_root, MODEL)
+
+    def crash(*_: object) -> None:
+        raise OSError("killed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ModelRepository, "_write_manifest", crash)
+        with pytest.raises(OSError, match="killed"):
+            repo.upgrade()
+    # The old manifest is still whole (and readable); the versions already have export.json.
+    assert (repo.model_dir / MANIFEST_FILE).read_text() == original
+    assert [r.version for r in repo.manifest()] == [1, 2, 3, 4, 5]
+
+    done = repo.upgrade()
+    assert done.converted == (1, 2, 3, 4, 5)
+    assert done.migrated == ()  # done by the interrupted run: not written twice
+    backups = sorted(p.name for p in repo.model_dir.glob("manifest.legacy*"))
+    assert backups == [LEGACY_BACKUP_FILE]  # one backup, the original
+    assert (repo.model_dir / LEGACY_BACKUP_FILE).read_text() == original
+    stored = json.loads((repo.model_dir / MANIFEST_FILE).read_text())["exports"]
+    assert [ExportRecord.from_json(r).version for r in stored] == [1, 2, 3, 4, 5]
+    assert load_model_state(repo, 5).manifest.users == 30
 
 
 async def _all_ready(version: int) -> bool:
