@@ -4,6 +4,8 @@
 <root>/<name>-ranker/config.pbtxt              production: pytorch_libtorch, dynamic batching
 <root>/<name>-ranker/configs/python.pbtxt      embedded: Python backend serving the same model.pt
 <root>/<name>-ranker/manifest.json             the last ``manifest_keep`` ExportRecords, newest last
+<root>/<name>-ranker/manifest.legacy.json      a repository upgraded from legacy records: the
+                                                 manifest.json as it was (``upgrade``)
 <root>/<name>-ranker/<version>/model.pt        TorchScript
 <root>/<name>-ranker/<version>/model.py        Python-backend loader (ignored by libtorch)
 <root>/<name>-ranker/<version>/export.json     ExportManifest: architecture, history length, sizes
@@ -21,6 +23,10 @@ moved on (``core.triton_python_model``). Requests name the version in an extra
 A version directory is assembled under a dot-prefixed temporary name and renamed into place,
 so Triton and the ranking service never see a partial model. A version is *good* once its
 record is in the manifest: the record is written only after Triton reported it READY.
+Repositories written before the typed manifest (legacy records with an ``extra`` dict, no
+``export.json``, only ``ids.json``) are read as they are (``ExportRecord.from_stored_json``) and
+upgraded in place once by the trainer at start (``ModelRepository.upgrade``).
+
 Model I/O (every architecture): ``user_row`` INT64 [1], ``history_rows`` INT64 [H]
 (0 = padding), ``candidate_rows`` INT64 [C] -> ``scores`` FP32 [C]; the first dimension is
 the batch.
@@ -28,7 +34,9 @@ the batch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -39,11 +47,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from freshrank.core.contracts.manifest import ExportManifest, ExportRecord
+from freshrank.core.contracts.manifest import (
+    EXPORT_MANIFEST_FILE,
+    ExportManifest,
+    ExportRecord,
+    ManifestError,
+    is_legacy_record,
+    legacy_export_manifest,
+)
+from freshrank.core.id_table import ID_TABLES_DIR, IdTable
 
 __all__ = [
     "IDS_FILE",
     "INPUTS",
+    "LEGACY_BACKUP_FILE",
     "LIVE_SUFFIX",
     "MANIFEST_FILE",
     "MANIFEST_KEEP",
@@ -52,6 +69,7 @@ __all__ = [
     "VERSION_INPUT",
     "ExportRecord",
     "ModelRepository",
+    "Upgrade",
     "live_model_name",
     "ranking_arrays",
     "render_config",
@@ -61,6 +79,7 @@ __all__ = [
 MODEL_FILE = "model.pt"
 IDS_FILE = "ids.json"
 MANIFEST_FILE = "manifest.json"
+LEGACY_BACKUP_FILE = "manifest.legacy.json"  # manifest.json as it was before ``upgrade``
 PYTHON_CONFIG = "python"  # --model-config-name for the embedded Triton
 INPUTS = ("user_row", "history_rows", "candidate_rows")
 VERSION_INPUT = "model_version"  # live model only: which version scores this request
@@ -69,6 +88,8 @@ MAX_BATCH_SIZE = 64
 MANIFEST_KEEP = 100
 LIVE_SUFFIX = "-live"
 LIVE_VERSION = 1  # the live model's one Triton version (its directory holds only model.py)
+
+log = logging.getLogger(__name__)
 
 
 def ranking_arrays(
@@ -157,6 +178,20 @@ def render_config(model_name: str, *, backend: str, versions_dir: str = "") -> s
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Upgrade:
+    """What ``ModelRepository.upgrade`` did (all empty: the repository was current)."""
+
+    converted: tuple[int, ...] = ()  # legacy records now in the typed form
+    migrated: tuple[int, ...] = ()  # version directories given export.json and ID tables
+    skipped: dict[int, str] = dataclasses.field(default_factory=dict)  # version -> why not
+    backup: Path | None = None  # the manifest.json as it was
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.converted or self.skipped)
+
+
 class ModelRepository:
     """One model's directory in a Triton model repository.
 
@@ -183,10 +218,130 @@ class ModelRepository:
         return self.model_dir / str(version)
 
     def manifest(self) -> list[ExportRecord]:
+        """The export records, oldest first; legacy ones read in the typed form (one that
+        does not say enough to be typed is left out: ``upgrade`` reports it)."""
+        records = []
+        for data in self._stored_manifest()["exports"]:
+            try:
+                records.append(ExportRecord.from_stored_json(data))
+            except ManifestError:
+                if not is_legacy_record(data):
+                    raise  # a current record that does not match its type: a real fault
+        return records
+
+    def _stored_manifest(self) -> dict[str, Any]:
         path = self.model_dir / MANIFEST_FILE
         if not path.exists():
-            return []
-        return [ExportRecord.from_json(r) for r in json.loads(path.read_text())["exports"]]
+            return {"exports": []}
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+
+    def upgrade(self) -> Upgrade:
+        """Bring a repository written before the typed manifest up to date, in place.
+
+        Call at start with no writer running (the trainer does, before anything else reads
+        or writes it); idempotent: on a current repository it writes nothing. For every legacy
+        record, the version directory (when still on disk and without one) gets its
+        ``export.json`` (from the record's ``extra``, its ``ids.json`` and the counts of its ID
+        maps) and the ``ids/`` tables ranking memory-maps, built from its ``ids.json``; then
+        ``manifest.json`` is rewritten atomically in the typed form, after the original was
+        saved as ``manifest.legacy.json``. A record that does not say enough (or a version
+        whose ``ids.json`` cannot be read) is *skipped*: its directory stays untouched on disk,
+        it is not a good version (never served), the original record is kept under
+        ``unmigrated`` in the manifest, and a warning names it. Version numbers continue after
+        the highest on disk, skipped ones included."""
+        path = self.model_dir / MANIFEST_FILE
+        self._write_configs_if_present()  # e.g. the live model, which legacy repositories lack
+        if not path.exists():
+            return Upgrade()
+        text = path.read_text()
+        stored = json.loads(text)
+        if not any(is_legacy_record(data) for data in stored["exports"]):
+            return Upgrade()
+        backup = self._save_legacy_manifest(text)
+        exports: list[dict[str, Any]] = []
+        unmigrated: list[dict[str, Any]] = list(stored.get("unmigrated", []))
+        converted: list[int] = []
+        migrated: list[int] = []
+        skipped: dict[int, str] = {}
+        for data in stored["exports"]:
+            if not is_legacy_record(data):
+                exports.append(data)
+                continue
+            try:
+                record, wrote = self._migrate(data)
+            except (ManifestError, OSError, ValueError, KeyError) as exc:
+                version = data.get("version", -1) if isinstance(data, dict) else -1
+                reason = f"{type(exc).__name__}: {exc}"
+                skipped[version] = reason
+                unmigrated.append({"version": version, "reason": reason, "record": data})
+                continue
+            exports.append(record.to_json())
+            converted.append(record.version)
+            if wrote:
+                migrated.append(record.version)
+        self._write_manifest(exports, unmigrated)
+        done = Upgrade(tuple(converted), tuple(migrated), skipped, backup)
+        log.info(
+            "model repository upgraded from legacy records: %d converted, versions %s given "
+            "export.json and ID tables, %d skipped; the old manifest is kept as %s",
+            len(converted), migrated, len(skipped), backup,
+            extra={"model": self.model_name, "converted": converted, "migrated": migrated},
+        )  # fmt: skip
+        if skipped:
+            log.warning(
+                "legacy model versions %s not migrated (left on disk untouched, never served; "
+                "re-export or remove them): %s",
+                sorted(skipped, key=str), skipped,
+                extra={"model": self.model_name, "skipped": sorted(skipped, key=str)},
+            )  # fmt: skip
+        return done
+
+    def _migrate(self, data: dict[str, Any]) -> tuple[ExportRecord, bool]:
+        """One legacy record in the typed form; its version directory (if still on disk)
+        given ``export.json`` and the ID tables. Returns (record, whether files were written)."""
+        version = data.get("version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ManifestError(f"legacy record: version {version!r} is not an integer")
+        directory = self.version_dir(version)
+        if not directory.is_dir():  # pruned: the record is history only
+            return ExportRecord.from_legacy_json(data), False
+        if (directory / EXPORT_MANIFEST_FILE).is_file() and (directory / ID_TABLES_DIR).is_dir():
+            # Migrated by an upgrade that was interrupted before the manifest was rewritten.
+            return ExportRecord.from_legacy_json(data, model=ExportManifest.read(directory)), False
+        ids = json.loads((directory / IDS_FILE).read_text())
+        tables = {name: _id_table_of(ids, name) for name in ("users", "items")}
+        files = {
+            "architecture": ids.get("architecture"),
+            "history_len": ids.get("history_len"),
+            **{name: len(table) for name, table in tables.items()},
+        }
+        model = legacy_export_manifest(data, version_dir=files)
+        record = ExportRecord.from_legacy_json(data, model=model)
+        # The tables first, export.json last: a version with export.json is complete.
+        tmp = directory / f".{ID_TABLES_DIR}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for name, table in tables.items():
+            table.save(tmp, name)
+        _fsync_dir_tree(tmp)
+        shutil.rmtree(directory / ID_TABLES_DIR, ignore_errors=True)
+        os.rename(tmp, directory / ID_TABLES_DIR)
+        _atomic_write(directory / EXPORT_MANIFEST_FILE, json.dumps(model.to_json(), indent=1))
+        return record, True
+
+    def _save_legacy_manifest(self, text: str) -> Path:
+        """``text`` (the legacy manifest.json) as ``manifest.legacy.json``; never overwrites a
+        different earlier backup (then ``manifest.legacy.<n>.json``)."""
+        stem, suffix = LEGACY_BACKUP_FILE.removesuffix(".json"), ".json"
+        for attempt in range(1000):
+            name = LEGACY_BACKUP_FILE if attempt == 0 else f"{stem}.{attempt}{suffix}"
+            path = self.model_dir / name
+            if not path.exists():
+                _atomic_write(path, text)
+                return path
+            if path.read_text() == text:  # an interrupted upgrade saved it already
+                return path
+        raise FileExistsError(f"{self.model_dir}: too many {LEGACY_BACKUP_FILE} backups")
 
     def export_manifest(self, version: int) -> ExportManifest:
         """The version's ``export.json`` (raises ``ManifestError``/``OSError`` when absent)."""
@@ -209,7 +364,9 @@ class ModelRepository:
             return []
         removed = [p for p in self.model_dir.glob(".tmp-*") if p.is_dir()]
         good = self.latest_good_version() or 0
-        removed += [self.version_dir(v) for v in self.versions() if v > good]
+        # Legacy versions ``upgrade`` could not migrate are an operator's to decide on.
+        kept = {entry.get("version") for entry in self._stored_manifest().get("unmigrated", [])}
+        removed += [self.version_dir(v) for v in self.versions() if v > good and v not in kept]
         for path in removed:
             shutil.rmtree(path, ignore_errors=True)
         return [p.name for p in removed]
@@ -219,6 +376,7 @@ class ModelRepository:
     ) -> ExportRecord:
         """Create the next version: ``populate(tmp_dir)`` writes model.pt, export.json and
         the ID tables (``freshrank.model.export.export_version``)."""
+        self.upgrade()  # no-op when current; an older trainer's repository is upgraded first
         self._write_configs()
         version = (self.latest_version() or 0) + 1
         tmp = self.model_dir / f".tmp-{version}-{os.getpid()}"
@@ -277,11 +435,35 @@ class ModelRepository:
             if not path.exists() or path.read_text() != text:
                 _atomic_write(path, text)
 
+    def _write_configs_if_present(self) -> None:
+        if self.versions():
+            self._write_configs()
+
     def _append_manifest(self, entry: ExportRecord) -> None:
+        stored = self._stored_manifest()
         exports = [r.to_json() for r in self.manifest()]
         exports.append(entry.to_json())
         exports = exports[-max(1, self.manifest_keep) :]
-        _atomic_write(self.model_dir / MANIFEST_FILE, json.dumps({"exports": exports}, indent=1))
+        # Skipped legacy versions are remembered while their directory is on disk.
+        on_disk = set(self.versions())
+        unmigrated = [u for u in stored.get("unmigrated", []) if u.get("version") in on_disk]
+        self._write_manifest(exports, unmigrated)
+
+    def _write_manifest(
+        self, exports: list[dict[str, Any]], unmigrated: list[dict[str, Any]]
+    ) -> None:
+        data: dict[str, Any] = {"exports": exports}
+        if unmigrated:
+            data["unmigrated"] = unmigrated
+        _atomic_write(self.model_dir / MANIFEST_FILE, json.dumps(data, indent=1))
+
+
+def _id_table_of(ids: dict[str, Any], name: str) -> IdTable:
+    """One map of a legacy ``ids.json`` (``IdMap.to_json``: rows, last_seen) as an ID table."""
+    table = ids[name]
+    rows = {str(item): int(row) for item, row in table["rows"].items()}
+    last_seen = {int(row): int(seen) for row, seen in table.get("last_seen", {}).items()}
+    return IdTable.build(rows, last_seen)
 
 
 def _loader_source() -> str:

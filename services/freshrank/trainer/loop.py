@@ -139,6 +139,8 @@ class TrainerLoop:
         self.store.remove_stale_temporaries()
         shutil.rmtree(self._staging_root(), ignore_errors=True)
         if self.exporter is not None:
+            # First: a repository of an older trainer is read and rewritten in today's form.
+            self.exporter.repository.upgrade()
             self.exporter.repository.remove_stale_temporaries()
 
     def _staging_root(self) -> Path:
