@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +44,13 @@ class IdTable:
         self.ids = ids
         self.rows_of_ids = rows
         self.recent = recent
+
+    @classmethod
+    def from_id_map_json(cls, table: dict[str, Any]) -> IdTable:
+        """From one map of an export's ``ids.json`` (``IdMap.to_json``: rows, last_seen)."""
+        rows = {str(item): int(row) for item, row in table.get("rows", {}).items()}
+        last_seen = {int(row): int(seen) for row, seen in table.get("last_seen", {}).items()}
+        return cls.build(rows, last_seen)
 
     @classmethod
     def build(

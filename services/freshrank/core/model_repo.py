@@ -310,7 +310,7 @@ class ModelRepository:
             # Migrated by an upgrade that was interrupted before the manifest was rewritten.
             return ExportRecord.from_legacy_json(data, model=ExportManifest.read(directory)), False
         ids = json.loads((directory / IDS_FILE).read_text())
-        tables = {name: _id_table_of(ids, name) for name in ("users", "items")}
+        tables = {name: IdTable.from_id_map_json(ids[name]) for name in ("users", "items")}
         files = {
             "architecture": ids.get("architecture"),
             "history_len": ids.get("history_len"),
@@ -456,14 +456,6 @@ class ModelRepository:
         if unmigrated:
             data["unmigrated"] = unmigrated
         _atomic_write(self.model_dir / MANIFEST_FILE, json.dumps(data, indent=1))
-
-
-def _id_table_of(ids: dict[str, Any], name: str) -> IdTable:
-    """One map of a legacy ``ids.json`` (``IdMap.to_json``: rows, last_seen) as an ID table."""
-    table = ids[name]
-    rows = {str(item): int(row) for item, row in table["rows"].items()}
-    last_seen = {int(row): int(seen) for row, seen in table.get("last_seen", {}).items()}
-    return IdTable.build(rows, last_seen)
 
 
 def _loader_source() -> str:

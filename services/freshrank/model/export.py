@@ -105,9 +105,7 @@ def write_id_tables(directory: Path, ids: dict[str, Any]) -> tuple[int, int]:
     """The compact ``ids/`` tables of both maps; returns (users, items) active IDs."""
     counts = []
     for name in ("users", "items"):
-        table = ids.get(name) or {}
-        last_seen = {int(row): int(seen) for row, seen in table.get("last_seen", {}).items()}
-        id_table = IdTable.build(dict(table.get("rows", {})), last_seen)
+        id_table = IdTable.from_id_map_json(ids.get(name) or {})
         id_table.save(directory / ID_TABLES_DIR, name)
         counts.append(len(id_table))
     return counts[0], counts[1]
