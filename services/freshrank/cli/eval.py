@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,18 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--full-eval-events", type=int, default=16, help="events per batch ranked vs all items"
     )
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="model runs at once, one process each (default: the CPU count; 1: in this process)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads per run (default: the CPUs divided among the jobs)",
+    )
     parser.add_argument("--output", type=Path, default=None, help="JSON path (one dataset)")
     parser.add_argument(
         "--curve", action="store_true", help="freshness curve instead of the model table"
@@ -88,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
     if args.seeds < 1:
         raise SystemExit("--seeds must be >= 1")
+    if args.jobs < 1:
+        raise SystemExit("--jobs must be >= 1")
+    if args.threads is None:
+        args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     torch.set_num_threads(args.threads)
     settings = EvalSettings(
         batch_size=args.batch_size,
@@ -109,11 +125,22 @@ def run(args: argparse.Namespace) -> int:
         if args.curve:
             _curve(args, dataset, settings, console)
         else:
-            _table(args, dataset, settings, models, console)
+            _table(args, name, dataset, settings, models, console)
     return 0
 
 
 def _load(args: argparse.Namespace, name: str) -> Any:
+    try:
+        return _loader(args, name)()
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(str(error)) from None
+
+
+def _loader(args: argparse.Namespace, name: str) -> Any:
+    """``load_dataset`` of ``name`` with the flags, as a picklable call (eval.pool's workers
+    load the stream themselves)."""
+    import functools
+
     from freshrank.evaluation import load_dataset
     from freshrank.sim.files import FileFormat
 
@@ -128,44 +155,72 @@ def _load(args: argparse.Namespace, name: str) -> Any:
             time_column=args.time_column,
             time_unit=args.time_unit,
         )
-    try:
-        return load_dataset(name, args.limit, fmt=fmt, data_dir=args.data_dir)
-    except (ValueError, FileNotFoundError) as error:
-        raise SystemExit(str(error)) from None
+    return functools.partial(load_dataset, name, args.limit, fmt=fmt, data_dir=args.data_dir)
 
 
 def _table(
-    args: argparse.Namespace, dataset: Any, settings: Any, models: list[str], console: Any
+    args: argparse.Namespace,
+    source: str,
+    dataset: Any,
+    settings: Any,
+    models: list[str],
+    console: Any,
 ) -> None:
     import dataclasses
 
-    from rich.status import Status
-
     from freshrank.bench.report import results_dir
-    from freshrank.evaluation import run_model
     from freshrank.evaluation.report import print_table, write_json
     from freshrank.evaluation.runner import device_name
 
-    total = len(dataset.events)
-    runs: dict[str, list[Any]] = {}
-    for name in models:
-        for seed in range(args.seed, args.seed + args.seeds):
-            seeded = dataclasses.replace(settings, seed=seed)
-            with console.status(f"{name} on {dataset.name}...") as status:
+    runs = [
+        (name, dataclasses.replace(settings, seed=seed))
+        for name in models
+        for seed in range(args.seed, args.seed + args.seeds)
+    ]
 
-                def progress(done: int, status: Status = status, name: str = name) -> None:
-                    status.update(f"{name} on {dataset.name}: {done:,}/{total:,} events")
+    def log(result: Any) -> None:
+        console.log(
+            f"{dataset.name} {result.model} seed {result.seed}: HR@10 {result.overall.hr10:.4f} "
+            f"NDCG@10 {result.overall.ndcg10:.4f} in {result.seconds:.1f}s"
+        )
 
-                result = run_model(name, dataset, seeded, on_progress=progress)
-            runs.setdefault(name, []).append(result)
-            console.log(
-                f"{dataset.name} {name} seed {seed}: HR@10 {result.overall.hr10:.4f} "
-                f"NDCG@10 {result.overall.ndcg10:.4f} in {result.seconds:.1f}s"
+    if args.jobs > 1 and len(runs) > 1:
+        from freshrank.evaluation.pool import run_in_parallel
+
+        with console.status(f"{len(runs)} runs on {dataset.name}, {args.jobs} at once..."):
+            results = run_in_parallel(
+                runs,
+                _loader(args, source),
+                jobs=args.jobs,
+                threads=args.threads,
+                on_done=log,
             )
-    print_table(dataset, settings, runs, console)
+    else:
+        results = [_run_here(name, one, dataset, console, log) for name, one in runs]
+    by_model: dict[str, list[Any]] = {}
+    for result in results:
+        by_model.setdefault(result.model, []).append(result)
+    print_table(dataset, settings, by_model, console)
     output = args.output or results_dir() / f"eval-{dataset.name}.json"
-    write_json(output, dataset, settings, runs, device_name(settings))
+    write_json(output, dataset, settings, by_model, device_name(settings))
     console.print(f"wrote {output}")
+
+
+def _run_here(name: str, settings: Any, dataset: Any, console: Any, log: Any) -> Any:
+    """One run in this process, its progress in the console's status line."""
+    from rich.status import Status
+
+    from freshrank.evaluation import run_model
+
+    total = len(dataset.events)
+    with console.status(f"{name} on {dataset.name}...") as status:
+
+        def progress(done: int, status: Status = status) -> None:
+            status.update(f"{name} on {dataset.name}: {done:,}/{total:,} events")
+
+        result = run_model(name, dataset, settings, on_progress=progress)
+    log(result)
+    return result
 
 
 def _curve(args: argparse.Namespace, dataset: Any, settings: Any, console: Any) -> None:
