@@ -5,9 +5,9 @@
 # $FRESHRANK_DATA_DIR (default: ../shared/data beside the checkout), never copied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The runs of each table (and of each curve) go side by side, one process per CPU (--jobs).
 models=popularity,static-mf,mf,static-din,din,static-sasrec,sasrec
-threads=${THREADS:-2}
 for stream in ml-100k amazon-beauty synthetic; do
-  freshrank eval --dataset "$stream" --models "$models" --threads "$threads" "$@"
+  freshrank eval --dataset "$stream" --models "$models" "$@"
 done
-freshrank eval --curve --dataset ml-100k --dataset amazon-beauty --threads "$threads" "$@"
+freshrank eval --curve --dataset ml-100k --dataset amazon-beauty "$@"

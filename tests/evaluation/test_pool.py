@@ -2,7 +2,7 @@ import dataclasses
 import functools
 
 from freshrank.evaluation import EvalSettings, RunResult, load_dataset, run_model
-from freshrank.evaluation.pool import run_in_parallel
+from freshrank.evaluation.pool import RunSpec, run_in_parallel
 
 SETTINGS = EvalSettings(batch_size=256, dim=16, history_len=10, negatives=100, full_eval_events=8)
 
@@ -10,14 +10,17 @@ SETTINGS = EvalSettings(batch_size=256, dim=16, history_len=10, negatives=100, f
 def test_runs_in_parallel_equal_the_same_runs_in_this_process() -> None:
     load = functools.partial(load_dataset, "synthetic", 1500)
     runs = [
-        ("sasrec", SETTINGS),
-        ("popularity", SETTINGS),
-        ("sasrec", dataclasses.replace(SETTINGS, seed=1)),
+        RunSpec("sasrec", SETTINGS),
+        RunSpec("popularity", SETTINGS),
+        RunSpec("sasrec", dataclasses.replace(SETTINGS, seed=1), publish_every=512),
     ]
     finished: list[RunResult] = []
     parallel = run_in_parallel(runs, load, jobs=2, threads=1, on_done=finished.append)
     dataset = load()
-    here = [run_model(name, dataset, settings) for name, settings in runs]
+    here = [
+        run_model(spec.model, dataset, spec.settings, publish_every=spec.publish_every)
+        for spec in runs
+    ]
     assert [(r.model, r.seed) for r in parallel] == [
         ("sasrec", 0),
         ("popularity", 0),

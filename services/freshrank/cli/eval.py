@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     for name in datasets:
         dataset = _load(args, name)
         if args.curve:
-            _curve(args, dataset, settings, console)
+            _curve(args, name, dataset, settings, console)
         else:
             _table(args, name, dataset, settings, models, console)
     return 0
@@ -169,11 +169,12 @@ def _table(
     import dataclasses
 
     from freshrank.bench.report import results_dir
+    from freshrank.evaluation.pool import RunSpec
     from freshrank.evaluation.report import print_table, write_json
     from freshrank.evaluation.runner import device_name
 
     runs = [
-        (name, dataclasses.replace(settings, seed=seed))
+        RunSpec(name, dataclasses.replace(settings, seed=seed))
         for name in models
         for seed in range(args.seed, args.seed + args.seeds)
     ]
@@ -185,18 +186,10 @@ def _table(
         )
 
     if args.jobs > 1 and len(runs) > 1:
-        from freshrank.evaluation.pool import run_in_parallel
-
         with console.status(f"{len(runs)} runs on {dataset.name}, {args.jobs} at once..."):
-            results = run_in_parallel(
-                runs,
-                _loader(args, source),
-                jobs=args.jobs,
-                threads=args.threads,
-                on_done=log,
-            )
+            results = _in_parallel(args, source)(runs, on_done=log)
     else:
-        results = [_run_here(name, one, dataset, console, log) for name, one in runs]
+        results = [_run_here(spec, dataset, console, log) for spec in runs]
     by_model: dict[str, list[Any]] = {}
     for result in results:
         by_model.setdefault(result.model, []).append(result)
@@ -206,31 +199,52 @@ def _table(
     console.print(f"wrote {output}")
 
 
-def _run_here(name: str, settings: Any, dataset: Any, console: Any, log: Any) -> Any:
+def _in_parallel(args: argparse.Namespace, source: str) -> Any:
+    """Runs specs side by side in ``--jobs`` processes, each loading ``source`` itself."""
+    import functools
+
+    from freshrank.evaluation.pool import run_in_parallel
+
+    return functools.partial(
+        run_in_parallel, load=_loader(args, source), jobs=args.jobs, threads=args.threads
+    )
+
+
+def _run_here(spec: Any, dataset: Any, console: Any, log: Any) -> Any:
     """One run in this process, its progress in the console's status line."""
     from rich.status import Status
 
     from freshrank.evaluation import run_model
 
     total = len(dataset.events)
+    name = spec.model
     with console.status(f"{name} on {dataset.name}...") as status:
 
         def progress(done: int, status: Status = status) -> None:
             status.update(f"{name} on {dataset.name}: {done:,}/{total:,} events")
 
-        result = run_model(name, dataset, settings, on_progress=progress)
+        result = run_model(name, dataset, spec.settings, on_progress=progress)
     log(result)
     return result
 
 
-def _curve(args: argparse.Namespace, dataset: Any, settings: Any, console: Any) -> None:
+def _curve(
+    args: argparse.Namespace, source: str, dataset: Any, settings: Any, console: Any
+) -> None:
     from freshrank.bench.report import results_dir
     from freshrank.evaluation.freshness import parse_intervals, run_curve, write_curve
 
     intervals = parse_intervals(args.curve_intervals)
-    curve = run_curve(
-        args.curve_model, dataset, settings, intervals, seeds=args.seeds, log=console.log
-    )
+    with console.status(f"freshness curve on {dataset.name}..."):
+        curve = run_curve(
+            args.curve_model,
+            dataset,
+            settings,
+            intervals,
+            seeds=args.seeds,
+            log=console.log,
+            run_all=_in_parallel(args, source) if args.jobs > 1 else None,
+        )
     base = args.output or results_dir() / f"freshness-{dataset.name}.json"
     json_path, png_path = write_curve(curve, base)
     console.print(f"wrote {json_path} and {png_path}")

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from freshrank.evaluation.datasets import Dataset
+from freshrank.evaluation.pool import RunSpec, run_here
 from freshrank.evaluation.report import mean_ci
-from freshrank.evaluation.runner import NEVER, EvalSettings, run_model
+from freshrank.evaluation.runner import NEVER, EvalSettings, RunResult
 
 __all__ = ["CurvePoint", "FreshnessCurve", "parse_intervals", "run_curve", "write_curve"]
 
@@ -78,27 +79,28 @@ def run_curve(
     *,
     seeds: int = 1,
     log: Callable[[str], Any] | None = None,
+    run_all: Callable[[list[RunSpec]], list[RunResult]] | None = None,
 ) -> FreshnessCurve:
+    """HR@10 at each export interval (``seeds`` runs each). ``run_all`` runs the specs
+    (default: one after the other here; ``pool.run_in_parallel`` side by side)."""
+    specs = [
+        RunSpec(model, dataclasses.replace(settings, seed=settings.seed + s), interval)
+        for interval in intervals
+        for s in range(seeds)
+    ]
+    results = run_all(specs) if run_all is not None else run_here(specs, dataset)
     points = []
-    for interval in intervals:
-        results = [
-            run_model(
-                model,
-                dataset,
-                dataclasses.replace(settings, seed=settings.seed + s),
-                publish_every=interval,
-            )
-            for s in range(seeds)
-        ]
-        hr, half = mean_ci([r.overall.hr10 for r in results])
+    for index, interval in enumerate(intervals):
+        runs = results[index * seeds : (index + 1) * seeds]
+        hr, half = mean_ci([r.overall.hr10 for r in runs])
         point = CurvePoint(
             label=_label(interval, settings.batch_size),
             interval=interval,
             hr10=hr,
             hr10_ci95=half,
-            ndcg10=mean_ci([r.overall.ndcg10 for r in results])[0],
-            hr10_after_cut=mean_ci([r.after_static_cut.hr10 for r in results])[0],
-            seconds=sum(r.seconds for r in results),
+            ndcg10=mean_ci([r.overall.ndcg10 for r in runs])[0],
+            hr10_after_cut=mean_ci([r.after_static_cut.hr10 for r in runs])[0],
+            seconds=sum(r.seconds for r in runs),
         )
         points.append(point)
         if log is not None:

@@ -11,26 +11,44 @@ itself (``load`` is called once per process) rather than receiving it pickled, a
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import multiprocessing
 from collections.abc import Callable, Sequence
 
 from freshrank.evaluation.datasets import Dataset
 from freshrank.evaluation.runner import EvalSettings, RunResult, run_model
 
-__all__ = ["run_in_parallel"]
+__all__ = ["RunSpec", "run_here", "run_in_parallel"]
 
 _dataset: Dataset | None = None  # the worker's stream, loaded once by ``_start_worker``
 
 
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One prequential run: ``run_model``'s arguments but the stream."""
+
+    model: str
+    settings: EvalSettings
+    publish_every: int | None = None
+
+    def run(self, dataset: Dataset) -> RunResult:
+        return run_model(self.model, dataset, self.settings, publish_every=self.publish_every)
+
+
+def run_here(runs: Sequence[RunSpec], dataset: Dataset) -> list[RunResult]:
+    """``runs`` one after the other in this process."""
+    return [spec.run(dataset) for spec in runs]
+
+
 def run_in_parallel(
-    runs: Sequence[tuple[str, EvalSettings]],
+    runs: Sequence[RunSpec],
     load: Callable[[], Dataset],
     *,
     jobs: int,
     threads: int = 1,
     on_done: Callable[[RunResult], None] | None = None,
 ) -> list[RunResult]:
-    """The results of ``runs`` (model name, settings), in their order.
+    """The results of ``runs``, in their order.
 
     ``load`` must be picklable (a module-level function or a ``functools.partial`` of one):
     each worker process calls it once. ``on_done`` sees each result as it finishes."""
@@ -42,9 +60,7 @@ def run_in_parallel(
         initializer=_start_worker,
         initargs=(load, threads),
     ) as pool:
-        futures = {
-            pool.submit(_run, name, settings): index for index, (name, settings) in enumerate(runs)
-        }
+        futures = {pool.submit(_run, spec): index for index, spec in enumerate(runs)}
         for future in concurrent.futures.as_completed(futures):
             result = future.result()
             results[futures[future]] = result
@@ -61,7 +77,7 @@ def _start_worker(load: Callable[[], Dataset], threads: int) -> None:
     _dataset = load()
 
 
-def _run(name: str, settings: EvalSettings) -> RunResult:
+def _run(spec: RunSpec) -> RunResult:
     if _dataset is None:
         raise RuntimeError("the worker has no stream: _start_worker did not run")
-    return run_model(name, _dataset, settings)
+    return spec.run(_dataset)
