@@ -114,6 +114,14 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     for api_version, kind, resource in WATCHED_CHILDREN:
         _watch_children(registry, controller, api_version, kind, resource, managed)
 
+    for api_version, plural_name in (
+        *((api_version, resource) for api_version, _, resource in WATCHED_CHILDREN),
+        ("v1", "persistentvolumeclaims"),
+        ("v1", "secrets"),
+        ("v1", "pods"),
+    ):
+        _listed_before_any_handler(registry, api_version, plural_name)
+
     @kopf.on.event("v1", "persistentvolumeclaims", registry=registry)
     async def claim_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         labels = body.get("metadata", {}).get("labels") or {}
@@ -153,6 +161,22 @@ WATCHED_CHILDREN = tuple(
         ("networking.k8s.io/v1", "NetworkPolicy"),
     )
 )
+
+
+def _listed_before_any_handler(
+    registry: kopf.OperatorRegistry, api_version: str, plural: str
+) -> None:
+    """Hold every handler until this kind's watch has listed once (an index that stores
+    nothing: Kopf starts no handler before its indices are populated).
+
+    Without it, a CR could be reconciled before the watch of a child kind was established on
+    a busy start: a child created by that reconcile and deleted (or edited) before the watch's
+    first LIST was never seen, so never rendered again until the periodic retry. With it,
+    the watch resumes from its LIST's resourceVersion and sees every later change."""
+
+    @kopf.index(api_version, plural, id=f"listed-{plural}", registry=registry)
+    async def listed(**_: Any) -> None:
+        return None
 
 
 def _watch_children(
