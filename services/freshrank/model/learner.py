@@ -27,8 +27,9 @@ history (the same-day co-purchase signal; measured on all three eval streams, RE
 
 Training: sampled softmax over the positive and ``train_negatives`` uniform negatives
 (accidental hits masked), with a time-decayed replay of recent positives mixed into each
-step against forgetting. Embedding tables are sparse (``SparseAdam`` touches only the rows
-of the batch, which is what a 100k-row table online needs); the dense layers use Adam.
+step against forgetting. Embedding tables are sparse (``SparseAdam`` or row-wise Adagrad,
+``sparse_optimizer``, touch only the rows of the batch, which is what a 100k-row table
+online needs); the dense layers use Adam.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from freshrank.model.metrics import RollingMetrics, hit_rate_at_k, ndcg_at_k, ra
 from freshrank.model.registry import build_model
 from freshrank.model.replay import ReplayBuffer
 from freshrank.model.seen import SeenPairs
+from freshrank.model.sparse_optim import RowWiseAdagrad
 
 __all__ = [
     "LearnerConfig",
@@ -68,6 +70,7 @@ __all__ = [
 Rows = npt.NDArray[np.int64]
 Scores = npt.NDArray[np.float32]
 
+SPARSE_OPTIMIZERS = ("adam", "rowwise-adagrad")
 _FULL_EVAL_PAIRS = 2_000_000  # candidates x history entries scored per chunk (bounds memory)
 
 
@@ -75,7 +78,12 @@ _FULL_EVAL_PAIRS = 2_000_000  # candidates x history entries scored per chunk (b
 class LearnerConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     learning_rate: float = 1e-3  # Adam, dense layers
-    sparse_learning_rate: float = 0.01  # SparseAdam, embedding tables
+    sparse_learning_rate: float = 0.01  # embedding tables (with ``sparse_optimizer``)
+    # "adam": SparseAdam (lazy Adam: only the batch's rows move); "rowwise-adagrad": one
+    # Adagrad accumulator per row (``freshrank.model.sparse_optim``), each row's step
+    # shrinking with its own evidence only: what rare items need (README, Amazon Beauty).
+    sparse_optimizer: str = "adam"
+    prior_learning_rate: float = 0.01  # Adam, a model's few global prior parameters
     negatives: int = 100  # sampled-evaluation negatives per event
     train_negatives: int = 16  # sampled-softmax negatives per training positive
     replay_size: int = 20_000  # recent positives kept for replay
@@ -99,6 +107,9 @@ class LearnerConfig:
             raise ValueError("negatives, train_negatives and train_steps must be >= 1")
         if self.replay_size < 0 or self.replay_ratio < 0 or self.full_eval_events < 0:
             raise ValueError("replay_size, replay_ratio and full_eval_events must be >= 0")
+        if self.sparse_optimizer not in SPARSE_OPTIMIZERS:
+            known = ", ".join(SPARSE_OPTIMIZERS)
+            raise ValueError(f"unknown sparse_optimizer {self.sparse_optimizer!r} ({known})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -422,15 +433,15 @@ class OnlineLearner(PrequentialLearner):
         sparse_ids = {id(p) for m in embeddings for p in m.parameters()}
         sparse = [p for p in self.model.parameters() if id(p) in sparse_ids]
         dense = [p for p in self.model.parameters() if id(p) not in sparse_ids]
-        # A model's global prior parameters (a few scalars every step moves) learn at the
-        # embedding rate: at the layers' rate they would take the whole stream to adapt.
+        # A model's global prior parameters (a few scalars every step moves) learn at a fast
+        # rate: at the layers' rate they would take the whole stream to adapt.
         fast_ids = {id(p) for p in self.model.prior_parameters()}
         groups: list[dict[str, Any]] = [
             {"params": [p for p in dense if id(p) not in fast_ids]},
-            {"params": [p for p in dense if id(p) in fast_ids], "lr": config.sparse_learning_rate},
+            {"params": [p for p in dense if id(p) in fast_ids], "lr": config.prior_learning_rate},
         ]
         dense_groups = [group for group in groups if group["params"]]
-        self.sparse_optimizer = torch.optim.SparseAdam(sparse, lr=config.sparse_learning_rate)
+        self.sparse_optimizer = _sparse_optimizer(config, sparse)
         self.dense_optimizer = (
             torch.optim.Adam(dense_groups, lr=config.learning_rate) if dense_groups else None
         )
@@ -502,7 +513,7 @@ class OnlineLearner(PrequentialLearner):
         if self.dense_optimizer is not None:
             self.dense_optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
-        self.sparse_optimizer.step()  # type: ignore[no-untyped-call]
+        self.sparse_optimizer.step()
         if self.dense_optimizer is not None:
             self.dense_optimizer.step()
         return float(loss.detach())
@@ -603,7 +614,10 @@ class OnlineLearner(PrequentialLearner):
             raise ValueError(f"checkpoint is for model {saved}, not {self.config.model}")
         super().load_state_dict(state)
         self.model.load_state_dict(state["model"])
-        self.sparse_optimizer.load_state_dict(state["sparse_optimizer"])
+        # A checkpoint of another sparse optimizer (SparseAdam before row-wise Adagrad became
+        # sasrec's) holds state this one cannot use: its rows start afresh, weights kept.
+        if state.get("config", {}).get("sparse_optimizer", "adam") == self.config.sparse_optimizer:
+            self.sparse_optimizer.load_state_dict(state["sparse_optimizer"])
         if self.dense_optimizer is not None:
             self.dense_optimizer.load_state_dict(state["dense_optimizer"])
         self.replay.load_state_dict(state["replay"])
@@ -677,10 +691,17 @@ def _reset_bias_rows(model: RankingModel, rows: list[int]) -> None:
             bias.weight[torch.tensor(rows, dtype=torch.long, device=bias.weight.device)] = 0.0
 
 
+def _sparse_optimizer(config: LearnerConfig, tables: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if config.sparse_optimizer == "rowwise-adagrad":
+        return RowWiseAdagrad(tables, lr=config.sparse_learning_rate)
+    return torch.optim.SparseAdam(tables, lr=config.sparse_learning_rate)
+
+
 def _reset_optimizer_rows(
     optimizer: torch.optim.Optimizer, model: RankingModel, users: list[int], items: list[int]
 ) -> None:
-    """Zero the Adam moments of evicted rows, so a new ID does not inherit the old momentum."""
+    """Zero the optimizer state of evicted rows (Adam's moments, Adagrad's accumulator), so a
+    new ID does not inherit the old one's momentum or step size."""
     rows_of = {"user_embedding": users, "item_embedding": items, "item_bias": items}
     for name, rows in rows_of.items():
         module = getattr(model, name, None)
@@ -688,7 +709,7 @@ def _reset_optimizer_rows(
             continue
         state = optimizer.state.get(module.weight, {})
         index = torch.tensor(rows, dtype=torch.long, device=module.weight.device)
-        for key in ("exp_avg", "exp_avg_sq"):
+        for key in ("exp_avg", "exp_avg_sq", "sum"):
             if key in state:
                 state[key][index] = 0.0
 

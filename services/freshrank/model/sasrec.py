@@ -2,13 +2,20 @@
 
 Score of candidate ``t`` for a user with recent items ``h_1..h_H`` (newest first):
 
-    <encode(h) + user, t> + bias_t + sum_s w_s * log(1 + decayed_count_s(t))
+    log sum_{j <= M} exp <state_j(h) + user, t> + bias_t + sum_s w_s * log(1 + decayed_count_s(t))
 
-- ``encode`` is causal self-attention over the history (Kang & McAuley, SASRec, 2018): each
+- ``state`` is causal self-attention over the history (Kang & McAuley, SASRec, 2018): each
   position attends to itself and older positions only, learned recency-position
-  embeddings, pre-norm blocks, dropout; the newest position's output is the user's current
-  intent. It needs no user row, so an unknown user is scored from the items of their
-  session. An empty history encodes to a learned *cold intent*: what newcomers pick.
+  embeddings, pre-norm blocks, dropout; position j's output is the intent after item h_j.
+  It needs no user row, so an unknown user is scored from the items of their session. An
+  empty history encodes to a learned *cold intent*: what newcomers pick.
+- The newest ``M`` states (``interests``, 3) each score the candidate and a log-sum-exp (a
+  soft maximum) joins them: the next item may follow any of the last few, not only the
+  newest (several interest vectors with a max, as MIND and ComiRec do). A soft maximum of
+  three dot products can rank ten items that follow three different purchases; one vector
+  has to average them. With one state present (a history of one item, or none) it is
+  SASRec's score exactly. Measured with the row-wise Adagrad tables: HR@10 on Amazon Beauty
+  0.462 -> 0.465, MovieLens-100K 0.632 -> 0.649, synthetic 0.794 -> 0.808 (README).
 - ``user`` is a per-user embedding (zero at start): long histories add a stable taste on top.
 - ``bias_t + sum_s w_s * log(1 + decayed_count_s(t))`` is the popularity and recency prior:
   decayed counts at several time scales (``PRIOR_SCALES``) are buffers the learner updates
@@ -67,8 +74,12 @@ class SelfAttentiveSequential(RankingModel):
         layers: int = 2,
         every_position: bool = False,
         dropout: float = 0.2,
+        interests: int = 3,
     ) -> None:
         super().__init__(config)
+        if interests < 1:
+            raise ValueError("interests must be >= 1")
+        self.interests = interests
         # Train every history position on its next item (SASRec's own objective) with
         # shared negatives; measured worse than the event-only signal on Amazon Beauty
         # online (HR@10 0.388 vs 0.433), so off by default.
@@ -107,10 +118,19 @@ class SelfAttentiveSequential(RankingModel):
     def forward(
         self, user_row: torch.Tensor, history_rows: torch.Tensor, candidate_rows: torch.Tensor
     ) -> torch.Tensor:
-        intent = self.encode(history_rows) + self.user_embedding(user_row).squeeze(1)  # [B,D]
+        states = self.intents(history_rows) + self.user_embedding(user_row)  # [B,M,D]
         target = self.item_embedding(candidate_rows)  # [B,C,D]
-        affinity = torch.bmm(target, intent.unsqueeze(-1)).squeeze(-1)  # [B,C]
-        return affinity + self.prior(candidate_rows)
+        per_state = torch.bmm(target, states.transpose(1, 2))  # [B,C,M]
+        return self.join(per_state, history_rows) + self.prior(candidate_rows)
+
+    def join(self, per_state: torch.Tensor, history_rows: torch.Tensor) -> torch.Tensor:
+        """[B,C]: log-sum-exp over the states present of per-state scores [B,C,M]."""
+        count = per_state.shape[-1]
+        present = history_rows[:, :count] != 0
+        # The newest state is always there (an empty history's is the cold intent).
+        present = present | (torch.arange(count, device=present.device) == 0)
+        masked = per_state.masked_fill(~present.unsqueeze(1), -1e9)
+        return torch.logsumexp(masked, dim=-1)
 
     def train_scores(
         self,
@@ -131,10 +151,19 @@ class SelfAttentiveSequential(RankingModel):
         states[:, 0] = states[:, 0] + empty.unsqueeze(1) * self.cold_intent
         present = self._pairs(positive_rows, history_rows)
         targets = torch.cat([positive_rows.unsqueeze(1), history_rows[:, :-1]], dim=1)
-        intent = states[present]  # [N,D]
         target = targets[present]  # [N]
-        positive = (self.item_embedding(target) * intent).sum(-1) + self.prior(target)
-        negative = intent @ self.item_embedding(negative_rows).t() + self.prior(negative_rows)
+        if self.every_position:
+            intent = states[present]  # [N,D]
+            positive = (self.item_embedding(target) * intent).sum(-1)
+            negative = intent @ self.item_embedding(negative_rows).t()
+        else:  # one pair per event, in batch order: the event's states, soft-maxed
+            recent = states[:, : self.interests]  # [B,M,D]
+            own = (self.item_embedding(target).unsqueeze(1) * recent).sum(-1)  # [B,M]
+            positive = self.join(own.unsqueeze(1), history_rows).squeeze(1)
+            shared = torch.einsum("bmd,sd->bsm", recent, self.item_embedding(negative_rows))
+            negative = self.join(shared, history_rows)
+        positive = positive + self.prior(target)
+        negative = negative + self.prior(negative_rows)
         return torch.cat([positive.unsqueeze(1), negative], dim=1)
 
     def train_targets(
@@ -161,11 +190,13 @@ class SelfAttentiveSequential(RankingModel):
         prior: torch.Tensor = bias + weighted
         return prior
 
-    def encode(self, history_rows: torch.Tensor) -> torch.Tensor:
-        """[B,D]: the newest position's output; the learned cold intent for an empty history."""
-        empty = (history_rows[:, 0] == 0).unsqueeze(1).to(self.cold_intent.dtype)
-        newest = self.encode_all(history_rows)[:, 0] + empty * self.cold_intent
-        return newest
+    def intents(self, history_rows: torch.Tensor) -> torch.Tensor:
+        """[B,M,D]: the newest ``interests`` positions' outputs (zero where no item); the
+        newest is the learned cold intent for an empty history."""
+        states = self.encode_all(history_rows)[:, : self.interests]
+        empty = (history_rows[:, 0] == 0).unsqueeze(1).to(states.dtype)
+        newest = states[:, 0] + empty * self.cold_intent
+        return torch.cat([newest.unsqueeze(1), states[:, 1:]], dim=1)
 
     def encode_all(self, history_rows: torch.Tensor) -> torch.Tensor:
         """[B,H,D]: every position's output (zero where there is no item)."""
