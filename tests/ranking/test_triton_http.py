@@ -150,6 +150,11 @@ def test_a_connection_triton_closed_while_idle_is_retried_on_a_fresh_one(
     asyncio.run(scenario())
 
 
+def test_a_tls_url_is_refused_rather_than_spoken_to_in_plain_text() -> None:
+    with pytest.raises(ValueError, match="TLS is not supported"):
+        TritonHttpClient("https://triton.example:8000")
+
+
 def test_chunked_answers_are_read_whole() -> None:
     async def scenario() -> bytes:
         reader = asyncio.StreamReader()

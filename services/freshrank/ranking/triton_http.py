@@ -68,6 +68,8 @@ class TritonHttpClient:
     """Inference and readiness calls to one Triton over pooled keep-alive connections."""
 
     def __init__(self, url: str, *, max_idle: int = 16) -> None:
+        if url.lower().startswith("https://"):  # a TLS endpoint spoken to in plain text
+            raise ValueError(f"Triton URL {url!r}: TLS is not supported over HTTP; use gRPC")
         host, _, port = host_port(url).rpartition(":")
         self._host = host.strip("[]") or "127.0.0.1"
         self._port = int(port)
