@@ -60,16 +60,18 @@ def _owner_uid(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _resource_version(obj: Mapping[str, Any]) -> int | None:
+    value = str(obj.get("metadata", {}).get("resourceVersion", ""))
+    return int(value) if value.isdigit() else None
+
+
 def _newer(incoming: Mapping[str, Any], cached: Mapping[str, Any] | None) -> bool:
     """False when ``incoming`` is an older version than the cached one (a late watch event
     after the apply answer was cached). Resource versions are compared only when numeric."""
     if cached is None:
         return True
-    new = str(incoming.get("metadata", {}).get("resourceVersion", ""))
-    old = str(cached.get("metadata", {}).get("resourceVersion", ""))
-    if new.isdigit() and old.isdigit():
-        return int(new) >= int(old)
-    return True
+    new, old = _resource_version(incoming), _resource_version(cached)
+    return new is None or old is None or new >= old
 
 
 @dataclass
@@ -78,6 +80,11 @@ class ChildCache:
 
     children: dict[str, dict[Key, dict[str, Any]]] = field(default_factory=dict)
     pods: dict[tuple[str, str], dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # (owner uid, child key) -> resourceVersion of its deletion. An apply answered before a
+    # deletion can reach the cache after the DELETED event (the reconcile caches its answers
+    # when all children are applied); without this it would bring the deleted child back
+    # into the cache, and the next reconcile would find it "unchanged" and never recreate it.
+    deleted: dict[tuple[str, Key], int] = field(default_factory=dict)
 
     def put_child(self, obj: Mapping[str, Any], api_version: str, kind: str) -> str | None:
         """Cache ``obj`` under its owner; the owner's uid (None: not a CR's child)."""
@@ -88,6 +95,12 @@ class ChildCache:
         body.setdefault("apiVersion", api_version)
         body.setdefault("kind", kind)
         key = (api_version, kind, body["metadata"]["name"])
+        deleted_at = self.deleted.get((uid, key))
+        if deleted_at is not None:
+            version = _resource_version(body)
+            if version is not None and version <= deleted_at:
+                return uid  # the object as it was before it was deleted
+            del self.deleted[(uid, key)]  # created again since
         owned = self.children.setdefault(uid, {})
         if _newer(body, owned.get(key)):
             owned[key] = body
@@ -96,8 +109,17 @@ class ChildCache:
     def drop_child(self, obj: Mapping[str, Any], api_version: str, kind: str) -> str | None:
         uid = _owner_uid(obj)
         if uid is not None:
-            self.children.get(uid, {}).pop((api_version, kind, obj["metadata"]["name"]), None)
+            key = (api_version, kind, obj["metadata"]["name"])
+            self.children.get(uid, {}).pop(key, None)
+            version = _resource_version(obj)
+            if version is not None:
+                self.deleted[(uid, key)] = version
         return uid
+
+    def forget_owner(self, uid: str) -> None:
+        self.children.pop(uid, None)
+        for gone in [k for k in self.deleted if k[0] == uid]:
+            del self.deleted[gone]
 
     def owned(self, uid: str) -> dict[Key, dict[str, Any]]:
         return dict(self.children.get(uid, {}))
@@ -297,7 +319,7 @@ class Controller:
 
     def forget(self, uid: str) -> None:
         state = self.states.pop(uid, None)
-        self.cache.children.pop(uid, None)
+        self.cache.forget_owner(uid)
         if state is not None:
             meta = state.meta
             self.metrics.degraded.labels(meta["namespace"], meta["name"]).set(0)
