@@ -220,8 +220,12 @@ class ModelRepository:
     def manifest(self) -> list[ExportRecord]:
         """The export records, oldest first; legacy ones read in the typed form (one that
         does not say enough to be typed is left out: ``upgrade`` reports it)."""
+        return self._records(self._stored_manifest())
+
+    @staticmethod
+    def _records(stored: dict[str, Any]) -> list[ExportRecord]:
         records = []
-        for data in self._stored_manifest()["exports"]:
+        for data in stored["exports"]:
             try:
                 records.append(ExportRecord.from_stored_json(data))
             except ManifestError:
@@ -440,8 +444,8 @@ class ModelRepository:
             self._write_configs()
 
     def _append_manifest(self, entry: ExportRecord) -> None:
-        stored = self._stored_manifest()
-        exports = [r.to_json() for r in self.manifest()]
+        stored = self._stored_manifest()  # read once: the records and the unmigrated
+        exports = [r.to_json() for r in self._records(stored)]
         exports.append(entry.to_json())
         exports = exports[-max(1, self.manifest_keep) :]
         # Skipped legacy versions are remembered while their directory is on disk.
