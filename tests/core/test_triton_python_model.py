@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -109,6 +112,26 @@ def test_live_models_add_versions_in_place_and_keep_the_newest(tmp_path: Path) -
     (tmp_path / "4" / "model.pt").write_bytes(b"half a model")
     live.load_new()  # type: ignore[no-untyped-call]
     assert sorted(live.models) == [2, 3]
+
+
+def test_the_stub_leaves_its_startup_heap_out_of_garbage_collection(tmp_path: Path) -> None:
+    # Torch alone is ~10^5 objects; a full collection walking them stalled the stub for 70 ms,
+    # past the ranking service's deadline. The file runs as <version>/model.py beside model.pt.
+    eager = _save(tmp_path, 1, seed=1)
+    shutil.copy(loader.__file__, tmp_path / "1" / "model.py")
+    spec = importlib.util.spec_from_file_location("stub_model", tmp_path / "1" / "model.py")
+    assert spec is not None
+    assert spec.loader is not None
+    stub = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stub)
+    gc.unfreeze()
+    try:
+        model = stub.TritonPythonModel()
+        model.initialize({"model_config": json.dumps({"name": "m"})})
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
+    torch.testing.assert_close(_scores(model.model_of(1)), _scores(eager))  # it still serves
 
 
 def test_the_backend_file_names_the_tensors_as_the_repository_does() -> None:

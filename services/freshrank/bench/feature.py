@@ -173,8 +173,9 @@ def _sqlalchemy_url(dsn: str) -> SecretStr:
 
 
 async def _reads(args: argparse.Namespace, schema: str, user_ids: list[str]) -> dict[str, Any]:
+    from freshrank.core.http import freeze_startup_heap
     from freshrank.embedded import free_port
-    from freshrank.feature.service import FeatureService, freeze_startup_heap
+    from freshrank.feature.service import FeatureService
     from freshrank.feature.settings import FeatureSettings
 
     out: dict[str, Any] = {}

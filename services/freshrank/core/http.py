@@ -9,6 +9,7 @@ any escaping exception into a JSON error without a stack trace.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ __all__ = [
     "REGISTRY_KEY",
     "ReadinessCheck",
     "create_app",
+    "freeze_startup_heap",
     "json_error",
     "request_latency_histogram",
     "route_label",
@@ -185,3 +187,16 @@ async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
     await web.TCPSite(runner, host, port).start()
     log.info("listening", extra={"host": host, "port": port})
     return runner
+
+
+def freeze_startup_heap() -> None:
+    """Exempt everything alive after a service's startup from garbage collection.
+
+    Modules (torch's above all), SQLAlchemy metadata, protobuf descriptors and the like live
+    as long as the process, yet every full collection walks them: 120-140 ms pauses of the
+    event loop (a whole batch of requests late) in ``freshrank bench feature`` before this,
+    70 ms in a process that imported torch. Frozen, a full collection only walks what was
+    allocated since.
+    """
+    gc.collect()
+    gc.freeze()

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 from typing import Any
 
 from aiohttp import web
 
-from freshrank.core.http import REGISTRY_KEY, serve
+from freshrank.core.http import REGISTRY_KEY, freeze_startup_heap, serve
 from freshrank.feature.api import CacheEntry, CacheKey, FeatureApi, create_feature_app
 from freshrank.feature.cache import TTLCache
 from freshrank.feature.ingest import Ingester
@@ -32,7 +31,7 @@ from freshrank.feature.store import (
     is_outage,
 )
 
-__all__ = ["FeatureService", "build_store", "freeze_startup_heap", "open_store", "run_service"]
+__all__ = ["FeatureService", "build_store", "open_store", "run_service"]
 
 log = logging.getLogger(__name__)
 QUERY_TIMEOUT_S = 2.0
@@ -172,18 +171,6 @@ class FeatureService:
             await self.api.close()
         if self.store is not None:
             await self.store.close()
-
-
-def freeze_startup_heap() -> None:
-    """Exempt everything alive after startup from garbage collection.
-
-    Modules, SQLAlchemy metadata, protobuf descriptors and the like live as long as the
-    process, yet every full collection walks them: 120-140 ms pauses of the event loop (a
-    whole batch of requests late) in ``freshrank bench feature`` before this. Frozen, a full
-    collection only walks what was allocated since.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 async def run_service(settings: FeatureSettings) -> None:

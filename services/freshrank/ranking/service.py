@@ -19,7 +19,7 @@ from aiohttp import web
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from prometheus_client import CollectorRegistry
 
-from freshrank.core.http import create_app, serve
+from freshrank.core.http import create_app, freeze_startup_heap, serve
 from freshrank.core.model_repo import ModelRepository
 from freshrank.ranking.api import RankLimits, add_routes
 from freshrank.ranking.candidates import Retrieval
@@ -159,6 +159,7 @@ async def run_service(settings: RankingSettings) -> None:
     """Serve until SIGTERM or SIGINT."""
     app = await create_ranking_app(settings)
     runner = await serve(app, settings.host, settings.port)
+    freeze_startup_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
