@@ -204,6 +204,7 @@ class ModelRepository:
         self.model_name = model_name
         self.model_dir = root / model_name
         self.manifest_keep = manifest_keep
+        self._upgraded = False  # upgrade() ran in this process: the repository is current
 
     def versions(self) -> list[int]:
         if not self.model_dir.is_dir():
@@ -380,7 +381,9 @@ class ModelRepository:
     ) -> ExportRecord:
         """Create the next version: ``populate(tmp_dir)`` writes model.pt, export.json and
         the ID tables (``freshrank.model.export.export_version``)."""
-        self.upgrade()  # no-op when current; an older trainer's repository is upgraded first
+        if not self._upgraded:  # before the first export only: an older trainer's repository
+            self.upgrade()
+            self._upgraded = True
         self._write_configs()
         version = (self.latest_version() or 0) + 1
         tmp = self.model_dir / f".tmp-{version}-{os.getpid()}"
