@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from lightkube.models.authentication_v1 import TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ServiceAccount
+from waiting import eventually
 
 from freshrank.embedded.kubernetes import EmbeddedKubernetes, KubectlError, kubeconfig_document
 from freshrank_operator import crd, render
@@ -162,27 +162,6 @@ async def running_operator(
     config = cluster_config(cluster, namespace, **overrides)
     async with operator_thread(config, serve_metrics=serve_metrics) as runtime:
         yield runtime
-
-
-async def eventually(
-    check: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.1
-) -> Any:
-    """Poll ``check`` (sync or async) until truthy, or its AssertionError goes away."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return result
-        except AssertionError as exc:
-            last = exc
-        await asyncio.sleep(interval)
-    if last is not None:
-        raise last
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 class ClusterApi:
