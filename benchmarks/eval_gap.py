@@ -9,7 +9,7 @@ experiment needs no edit of the defaults.
 
 Usage:
   PYTHONPATH=services python benchmarks/eval_gap.py --dataset amazon-beauty
-  PYTHONPATH=services python benchmarks/eval_gap.py --set logq_weight=1.2 --set seed=1
+  PYTHONPATH=services python benchmarks/eval_gap.py --set replay_ratio=0.25 --set seed=1
 """
 
 from __future__ import annotations
