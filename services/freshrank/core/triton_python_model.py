@@ -237,6 +237,7 @@ class TritonPythonModel:
         # Everything alive now (torch, the loaded models: ~10^5 objects) lives as long as the
         # stub. Frozen, the collector no longer walks it: a full collection took 70 ms here,
         # a stall that failed every request in flight at the 50 ms deadline.
+        gc.collect()
         gc.freeze()
 
     def execute(self, requests):
