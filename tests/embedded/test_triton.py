@@ -9,35 +9,13 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from model_versions import publish_small_model
 
 from freshrank.core.model_repo import ExportRecord, ModelRepository
 from freshrank.embedded import EmbeddedTriton
-from freshrank.model import IdMap, ModelConfig, build_model
-from freshrank.model.export import export_version
 
 pytestmark = pytest.mark.integration
 MODEL = "t-ranker"
-
-
-def _write_version(repo: ModelRepository, seed: int) -> tuple[ExportRecord, torch.nn.Module]:
-    torch.manual_seed(seed)
-    model = build_model(ModelConfig(architecture="mf", num_users=10, num_items=20, dim=8)).eval()
-
-    def populate(directory: Path) -> None:
-        export_version(
-            model, directory, {"users": IdMap(10).to_json(), "items": IdMap(20).to_json()}
-        )
-
-    record = repo.write_version(
-        populate,
-        lambda v: ExportRecord(
-            version=v,
-            model=repo.export_manifest(v),
-            events_covered=seed,
-            last_event_timestamp_ms=seed,
-        ),
-    )
-    return record, model
 
 
 def _inputs(module: object, candidates: np.ndarray) -> list:  # type: ignore[type-arg]
@@ -63,7 +41,7 @@ def _expected(model: torch.nn.Module, candidates: np.ndarray) -> np.ndarray:
 
 def test_serves_versions_over_http_and_grpc(triton: EmbeddedTriton, model_repository: Path) -> None:
     repo = ModelRepository(model_repository, MODEL)
-    first, model_v1 = _write_version(repo, seed=1)
+    first, model_v1 = publish_small_model(repo, seed=1)
     assert first.version == 1
     assert (repo.model_dir / "config.pbtxt").read_text().count('platform: "pytorch_libtorch"') == 1
     http = httpclient.InferenceServerClient(triton.http_url)
@@ -80,7 +58,7 @@ def test_serves_versions_over_http_and_grpc(triton: EmbeddedTriton, model_reposi
         result.as_numpy("scores"), _expected(model_v1, candidates), atol=1e-5
     )
 
-    second, model_v2 = _write_version(repo, seed=2)
+    second, model_v2 = publish_small_model(repo, seed=2)
     assert second.version == 2
     http.load_model(MODEL)
     assert http.is_model_ready(MODEL, "2")
@@ -122,7 +100,7 @@ async def test_model_control_answers_only_the_key_holder(
     from freshrank.trainer.exporter import TritonControl
 
     repo = ModelRepository(model_repository, MODEL)
-    _write_version(repo, seed=1)
+    publish_small_model(repo, seed=1)
     with EmbeddedTriton(tmp_path, model_repository, admin_key="k3y-for-tests") as triton:
         trainer = TritonControl(triton.http_url, admin_key="k3y-for-tests")
         try:

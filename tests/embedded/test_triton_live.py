@@ -13,17 +13,15 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.http as httpclient
+from model_versions import publish_small_model
 from tritonclient.utils import InferenceServerException
 
 from freshrank.core.model_repo import (
-    ExportRecord,
     ModelRepository,
     live_model_name,
     triton_inputs,
 )
 from freshrank.embedded import EmbeddedTriton
-from freshrank.model import IdMap, ModelConfig, build_model
-from freshrank.model.export import export_version
 
 pytestmark = pytest.mark.integration
 MODEL = "live-ranker"
@@ -33,20 +31,7 @@ HISTORY = np.array([[1, 2, 0, 0]], dtype=np.int64)
 
 
 def _publish(repo: ModelRepository, seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = build_model(ModelConfig(architecture="mf", num_users=10, num_items=20, dim=8)).eval()
-    ids = {"users": IdMap(10).to_json(), "items": IdMap(20).to_json()}
-
-    def populate(directory: Path) -> None:
-        export_version(model, directory, ids)
-
-    repo.write_version(
-        populate,
-        lambda v: ExportRecord(
-            version=v, model=repo.export_manifest(v), events_covered=0, last_event_timestamp_ms=0
-        ),
-    )
-    return model
+    return publish_small_model(repo, seed)[1]
 
 
 def _inputs(version: int, user: int = 3) -> list[httpclient.InferInput]:

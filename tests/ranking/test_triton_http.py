@@ -9,21 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import tritonclient.http as httpclient
+from model_versions import publish_small_model
 from waiting import eventually
 
 from freshrank.core.model_repo import (
     OUTPUT,
-    ExportRecord,
     ModelRepository,
     live_model_name,
     ranking_arrays,
     triton_inputs,
 )
 from freshrank.embedded import EmbeddedTriton
-from freshrank.model import IdMap, ModelConfig, build_model
-from freshrank.model.export import export_version
 from freshrank.ranking.triton_http import TritonHttpClient, TritonHttpError, _read_chunked
 
 pytestmark = pytest.mark.integration
@@ -34,20 +31,7 @@ CANDIDATES = np.arange(1, 20, dtype=np.int64)
 
 
 def _publish(model_repository: Path) -> None:
-    torch.manual_seed(7)
-    model = build_model(ModelConfig(architecture="mf", num_users=10, num_items=20, dim=8)).eval()
-    repo = ModelRepository(model_repository, MODEL)
-    ids = {"users": IdMap(10).to_json(), "items": IdMap(20).to_json()}
-
-    def populate(directory: Path) -> None:
-        export_version(model, directory, ids)
-
-    repo.write_version(
-        populate,
-        lambda v: ExportRecord(
-            version=v, model=repo.export_manifest(v), events_covered=0, last_event_timestamp_ms=0
-        ),
-    )
+    publish_small_model(ModelRepository(model_repository, MODEL), seed=7)
 
 
 def _loaded(triton: EmbeddedTriton, model_repository: Path) -> np.ndarray:  # type: ignore[type-arg]
