@@ -204,7 +204,7 @@ class ModelRepository:
         self.model_name = model_name
         self.model_dir = root / model_name
         self.manifest_keep = manifest_keep
-        self._upgraded = False  # upgrade() ran in this process: the repository is current
+        self._upgraded = False  # upgrade() ran in this process, so the repository is current
 
     def versions(self) -> list[int]:
         if not self.model_dir.is_dir():
@@ -255,6 +255,11 @@ class ModelRepository:
         it is not a good version (never served), the original record is kept under
         ``unmigrated`` in the manifest, and a warning names it. Version numbers continue after
         the highest on disk, skipped ones included."""
+        done = self._upgrade_legacy_records()
+        self._upgraded = True  # later exports of this process need not look again
+        return done
+
+    def _upgrade_legacy_records(self) -> Upgrade:
         path = self.model_dir / MANIFEST_FILE
         self._write_configs_if_present()  # e.g. the live model, which legacy repositories lack
         if not path.exists():
@@ -381,9 +386,8 @@ class ModelRepository:
     ) -> ExportRecord:
         """Create the next version: ``populate(tmp_dir)`` writes model.pt, export.json and
         the ID tables (``freshrank.model.export.export_version``)."""
-        if not self._upgraded:  # before the first export only: an older trainer's repository
+        if not self._upgraded:  # an older trainer's repository, unless upgrade() ran already
             self.upgrade()
-            self._upgraded = True
         self._write_configs()
         version = (self.latest_version() or 0) + 1
         tmp = self.model_dir / f".tmp-{version}-{os.getpid()}"
