@@ -8,6 +8,7 @@ import ctypes
 import dataclasses
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -41,7 +42,53 @@ class ComponentFailed(RuntimeError):
     """An embedded component exited or never became ready; carries the tail of its log."""
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 10000  # below: ports that well-known services and their defaults use
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on, for a server about to be started.
+
+    Not a port from ``bind(0)``: the kernel takes those from its ephemeral range, the same
+    range every outgoing connection's local port comes from, so between this check and the
+    server's own bind a client socket (a test's, the broker's, Triton's) could take it and
+    the server would fail to start (seen once in a suite as a Triton that never came up).
+    Ports below that range are never given to client sockets. None is handed out twice in
+    one process; a port that another server holds, or that a closed one left in TIME_WAIT,
+    fails the bind here and is skipped.
+    """
+    low, high = _LOWEST_PORT, _ephemeral_low() - 1
+    if high - low < 1000:  # an unusual range: fall back to the kernel's choice
+        return _kernel_port()
+    rng = random.SystemRandom()
+    with _handed_out_lock:
+        for _ in range(200):
+            port = rng.randint(low, high)
+            if port not in _handed_out and _can_bind(port):
+                _handed_out.add(port)
+                return port
+    return _kernel_port()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _can_bind(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _kernel_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
