@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from freshrank.bench.load import drive
-from freshrank.bench.report import BenchTable, summarize
+from freshrank.bench.report import BenchTable, model_served, summarize
 from freshrank.core.contracts import routes
 
 MODEL_NAME = "bench-ranker"
@@ -463,18 +463,16 @@ def _medians(rounds: list[LoadResult]) -> dict[str, float]:
 
 
 def model_share(phases: list[LoadResult]) -> dict[str, float]:
-    """Answers in order: fallbacks before the first model-served answer, and the share served
-    by a model after it (every later fallback counts against it)."""
+    """Model-served share after the first model-served answer (``report.model_served``) and
+    the versions that served."""
     answers = [v for result in phases for v in result.versions]
-    first = next((i for i, v in enumerate(answers) if v > 0), len(answers))
-    after = answers[first:]
-    served = sum(1 for v in after if v > 0)
+    split = model_served([v > 0 for v in answers])
     return {
-        "before_first_model": float(first),
-        "after_first_model": float(len(after)),
-        "fallbacks_after_first_model": float(len(after) - served),
-        "model_served_share": served / len(after) if after else float("nan"),
-        "versions_seen": float(len({v for v in after if v > 0})),
+        "before_first_model": float(split.before_first_model),
+        "after_first_model": float(split.after_first_model),
+        "fallbacks_after_first_model": float(split.fallbacks_after),
+        "model_served_share": split.share,
+        "versions_seen": float(len({v for v in answers if v > 0})),
     }
 
 

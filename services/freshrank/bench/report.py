@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["BenchRow", "BenchTable", "percentile", "results_dir", "summarize"]
+__all__ = [
+    "BenchRow",
+    "BenchTable",
+    "ModelServed",
+    "model_served",
+    "percentile",
+    "results_dir",
+    "summarize",
+]
 
 
 def results_dir() -> Path:
@@ -39,6 +47,30 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
         "p99": percentile(values, 99),
         "n": float(len(values)),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelServed:
+    """Answers in order, split at the first one a model served: the fallbacks before it
+    (no model yet) are reported apart; after it, every fallback counts against the model."""
+
+    before_first_model: int
+    after_first_model: int
+    fallbacks_after: int
+
+    @property
+    def share(self) -> float:
+        """Of the answers after the first model-served one, the share a model served."""
+        if not self.after_first_model:
+            return float("nan")
+        return 1.0 - self.fallbacks_after / self.after_first_model
+
+
+def model_served(served: Sequence[bool]) -> ModelServed:
+    """``served``: per answer, in the order they were sent, whether a model served it."""
+    first = next((i for i, by_model in enumerate(served) if by_model), len(served))
+    after = served[first:]
+    return ModelServed(first, len(after), sum(1 for by_model in after if not by_model))
 
 
 @dataclasses.dataclass(frozen=True)

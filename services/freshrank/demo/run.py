@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from freshrank.bench.report import percentile
+from freshrank.bench.report import model_served, percentile
 from freshrank.core.codec import InteractionEvent
 from freshrank.core.contracts import metrics
 from freshrank.core.contracts.quality import QualityMetric
@@ -195,22 +195,6 @@ def _view(config: DemoConfig, state: _Run, snapshot: Snapshot, load: LoadResult)
     return table
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelServed:
-    before_first_model: int  # answers (all fallbacks) before the first model-served one
-    after_first_model: int
-    share: float  # of the answers after it, the share a model served (NaN: none)
-
-
-def model_served(load: LoadResult) -> ModelServed:
-    """Fallbacks before the first model apart; after it, every fallback counts against."""
-    answers = [fallback for _, _, fallback in sorted(load.timeline)]
-    first = next((i for i, fallback in enumerate(answers) if not fallback), len(answers))
-    after = answers[first:]
-    share = sum(1 for fallback in after if not fallback) / len(after) if after else float("nan")
-    return ModelServed(first, len(after), share)
-
-
 def _freshness_series(exports: list[ExportRecord]) -> list[float]:
     """Measured freshness (event ingest -> READY on Triton) of each export, in seconds."""
     return [e.timings.freshness_s for e in exports if e.timings is not None]
@@ -225,7 +209,7 @@ def _report(
     freshness = _freshness_series(exports)
     hr = trainer.get(ROLLING_HR, 0.0)
     errors = load.errors
-    served = model_served(load)
+    served = model_served([not fallback for _, _, fallback in sorted(load.timeline)])
     freshness_p50 = percentile(freshness, 50) if freshness else float("nan")
     checks = {
         "at least two model versions served": len(load.versions_served) >= 2,

@@ -120,9 +120,6 @@ class TTLCache(Generic[K, V]):
         while len(self._entries) > self.max_size:
             self._entries.popitem(last=False)
 
-    def snapshot_keys(self) -> list[K]:
-        return list(self._entries)
-
     def invalidate(self, keys: Iterable[K]) -> None:
         self.generation += 1
         for key in keys:
