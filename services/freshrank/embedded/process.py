@@ -54,7 +54,8 @@ def free_port() -> int:
     Not a port from ``bind(0)``: the kernel takes those from its ephemeral range, the same
     range every outgoing connection's local port comes from, so between this check and the
     server's own bind a client socket (a test's, the broker's, Triton's) could take it and
-    the server would fail to start (seen once in a suite as a Triton that never came up).
+    the server would fail to start (the likely cause of a Triton fixture that once failed to
+    start in the suite).
     Ports below that range are never given to client sockets. None is handed out twice in
     one process; a port that another server holds, or that a closed one left in TIME_WAIT,
     fails the bind here and is skipped.
