@@ -1,10 +1,10 @@
-"""The Python-backend loader's batching, outside Triton: one forward per compatible group."""
+"""The Python-backend loader (``--serving versions``) outside Triton: one forward per
+compatible group, and a stub heap the collector leaves alone."""
 
 from __future__ import annotations
 
 import gc
 import importlib.util
-import json
 import shutil
 from pathlib import Path
 
@@ -30,30 +30,25 @@ class CountingModel(torch.nn.Module):
         return scores
 
 
-def _request(rng: np.random.Generator, version: int, history: int, candidates: int) -> tuple:  # type: ignore[type-arg]
-    return version, (
+def _request(rng: np.random.Generator, history: int, candidates: int) -> tuple:  # type: ignore[type-arg]
+    return (
         rng.integers(0, 10, (1, 1)),
         rng.integers(0, 20, (1, history)),
         rng.integers(0, 20, (1, candidates)),
     )
 
 
-def test_requests_of_one_version_and_shape_share_one_forward() -> None:
+def test_requests_of_one_shape_share_one_forward() -> None:
     torch.manual_seed(0)
     inner = build_model(ModelConfig(architecture="din", num_users=10, num_items=20, dim=8)).eval()
-    counting = {1: CountingModel(inner), 2: CountingModel(inner)}
+    counting = CountingModel(inner)
     rng = np.random.default_rng(0)
-    requests = [_request(rng, 1, 4, 7) for _ in range(5)]
-    requests += [_request(rng, 1, 4, 3), _request(rng, 2, 4, 7), _request(rng, 3, 4, 7)]
-    results = loader.score_groups(  # type: ignore[no-untyped-call]
-        counting.get, requests
-    )
+    requests = [_request(rng, 4, 7) for _ in range(5)] + [_request(rng, 4, 3)]
+    results = loader.score_groups(counting, requests)  # type: ignore[no-untyped-call]
 
-    assert counting[1].batches == [5, 1]  # five alike in ONE forward, the odd shape alone
-    assert counting[2].batches == [1]
-    assert "not loaded in the live model" in results[-1]  # version 3 is not held
+    assert counting.batches == [5, 1]  # five alike in ONE forward, the odd shape alone
     with torch.inference_mode():
-        for (_, arrays), scores in zip(requests[:-1], results[:-1], strict=True):
+        for arrays, scores in zip(requests, results, strict=True):
             expected = inner(*(torch.from_numpy(a) for a in arrays)).numpy()
             np.testing.assert_allclose(scores, expected, atol=1e-6)
 
@@ -61,14 +56,9 @@ def test_requests_of_one_version_and_shape_share_one_forward() -> None:
 def test_a_bad_group_fails_alone() -> None:
     inner = build_model(ModelConfig(architecture="mf", num_users=10, num_items=20, dim=8)).eval()
     rng = np.random.default_rng(1)
-    good = _request(rng, 1, 2, 3)
-    bad = (
-        1,
-        (np.array([[99]]), np.zeros((1, 2), dtype=np.int64), np.zeros((1, 5), dtype=np.int64)),
-    )
-    results = loader.score_groups(  # type: ignore[no-untyped-call]
-        {1: inner}.get, [good, bad]
-    )
+    good = _request(rng, 2, 3)
+    bad = (np.array([[99]]), np.zeros((1, 2), dtype=np.int64), np.zeros((1, 5), dtype=np.int64))
+    results = loader.score_groups(inner, [good, bad])  # type: ignore[no-untyped-call]
     assert results[0].shape == (1, 3)
     assert isinstance(results[1], str)  # row 99 is out of range: an error for that group only
 
@@ -89,31 +79,6 @@ def _scores(model: torch.nn.Module) -> torch.Tensor:
     return scores
 
 
-def test_live_models_add_versions_in_place_and_keep_the_newest(tmp_path: Path) -> None:
-    eager = {1: _save(tmp_path, 1, seed=1)}
-    live = loader.LiveModels(str(tmp_path), keep=2, log=lambda _: None)  # type: ignore[no-untyped-call]
-    live.load_new()  # type: ignore[no-untyped-call]
-    torch.testing.assert_close(_scores(live.get(1)), _scores(eager[1]))  # type: ignore[no-untyped-call]
-    assert live.get(2) is None  # type: ignore[no-untyped-call]
-    for version in (2, 3):
-        eager[version] = _save(tmp_path, version, seed=version)
-        live.load_new()  # type: ignore[no-untyped-call]
-    assert sorted(live.models) == [2, 3]  # keep=2: the oldest went
-    torch.testing.assert_close(_scores(live.get(0)), _scores(eager[3]))  # type: ignore[no-untyped-call]
-
-    # A failed export's number written again: the new directory's model replaces the old one.
-    shutil.rmtree(tmp_path / "3")
-    eager[3] = _save(tmp_path, 3, seed=33)
-    live.load_new()  # type: ignore[no-untyped-call]
-    torch.testing.assert_close(_scores(live.get(3)), _scores(eager[3]))  # type: ignore[no-untyped-call]
-
-    # A broken version is never served, and the served ones stay.
-    (tmp_path / "4").mkdir()
-    (tmp_path / "4" / "model.pt").write_bytes(b"half a model")
-    live.load_new()  # type: ignore[no-untyped-call]
-    assert sorted(live.models) == [2, 3]
-
-
 def test_the_stub_leaves_its_startup_heap_out_of_garbage_collection(tmp_path: Path) -> None:
     # Torch alone is ~10^5 objects; a full collection walking them stalled the stub for 70 ms,
     # past the ranking service's deadline. The file runs as <version>/model.py beside model.pt.
@@ -127,16 +92,15 @@ def test_the_stub_leaves_its_startup_heap_out_of_garbage_collection(tmp_path: Pa
     gc.unfreeze()
     try:
         model = stub.TritonPythonModel()
-        model.initialize({"model_config": json.dumps({"name": "m"})})
+        model.initialize({})
         assert gc.get_freeze_count() > 10_000
     finally:
         gc.unfreeze()
-    torch.testing.assert_close(_scores(model.model_of(1)), _scores(eager))  # it still serves
+    torch.testing.assert_close(_scores(model.model), _scores(eager))  # it still serves
 
 
 def test_the_backend_file_names_the_tensors_as_the_repository_does() -> None:
     # The file runs in Triton's stub, where freshrank is not importable: it keeps its own
     # copies of the tensor names, which must stay those of core.model_repo.
     assert loader.INPUTS == model_repo.INPUTS
-    assert loader.VERSION_INPUT == model_repo.VERSION_INPUT
     assert loader.OUTPUT == model_repo.OUTPUT

@@ -1,10 +1,12 @@
-"""The live model on a real tritonserver: one Python-backend process serves every version in
-place, the previous version answers until callers move on, and concurrent requests are
-batched into one forward."""
+"""The live model on a real tritonserver (our C++ backend, ``embedded/live_backend.cc``):
+tritonserver itself serves every version in place, without a stub process, the previous
+version answers until callers move on, a broken version is never served, and concurrent
+requests are batched into one forward."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -94,8 +96,7 @@ def test_new_versions_swap_in_place_without_a_failed_request(
     np.testing.assert_allclose(
         client.infer(LIVE, _inputs(1)).as_numpy("scores"), _expected(models[1]), atol=1e-5
     )
-    stubs = _stub_pids(triton)
-    assert len(stubs) == 1  # one long-lived stub for the live model
+    assert _stub_pids(triton) == set()  # scored inside tritonserver: no stub process
 
     # Load on version 1 while versions 2 and 3 are published: every request must be answered.
     stop, failures, answered = threading.Event(), [], [0]
@@ -123,7 +124,7 @@ def test_new_versions_swap_in_place_without_a_failed_request(
     for version, model in models.items():  # each version scores with its own weights
         served = client.infer(LIVE, _inputs(version)).as_numpy("scores")
         np.testing.assert_allclose(served, _expected(model), atol=1e-5)
-    assert _stub_pids(triton) == stubs  # no new process per version
+    assert _stub_pids(triton) == set()  # no process per version either
 
     # Older than the newest KEEP (3) versions: dropped, with an answer that says so.
     models[4] = _publish(repo, seed=4)
@@ -162,3 +163,42 @@ def test_concurrent_requests_are_scored_in_batches(
                 break
     assert stats["inference_count"] >= requests
     assert stats["execution_count"] < stats["inference_count"]
+
+
+def test_a_replaced_version_is_reloaded_and_a_broken_one_never_served(
+    triton: EmbeddedTriton, model_repository: Path
+) -> None:
+    repo = ModelRepository(model_repository, MODEL)
+    _publish(repo, seed=1)
+    client = httpclient.InferenceServerClient(triton.http_url)
+    client.load_model(LIVE)
+    models = {2: _publish(repo, seed=2)}
+    _wait_answers(client, 2, timeout=60)
+
+    # A failed export's number written again: the new directory's model replaces the old one.
+    shutil.rmtree(repo.version_dir(2))
+    models[2] = _publish(repo, seed=22)
+    deadline = time.monotonic() + 60
+    while True:
+        served = client.infer(LIVE, _inputs(2)).as_numpy("scores")
+        if np.allclose(served, _expected(models[2]), atol=1e-5):
+            break
+        assert time.monotonic() < deadline, "the replaced version 2 was never reloaded"
+        time.sleep(0.05)
+
+    # A version that does not load is never served; the served ones stay.
+    broken = repo.version_dir(3)
+    broken.mkdir()
+    (broken / "model.pt").write_bytes(b"half a model")
+    deadline = time.monotonic() + 60
+    while "live model: version 3 not loaded" not in triton.process.log_path.read_text():
+        # Asking for a version it lacks makes the loader look at once.
+        with pytest.raises(InferenceServerException, match="not loaded in the live model"):
+            client.infer(LIVE, _inputs(3))
+        assert time.monotonic() < deadline, "the loader never tried version 3"
+        time.sleep(0.05)
+    with pytest.raises(InferenceServerException, match="not loaded in the live model"):
+        client.infer(LIVE, _inputs(3))
+    np.testing.assert_allclose(
+        client.infer(LIVE, _inputs(2)).as_numpy("scores"), _expected(models[2]), atol=1e-5
+    )

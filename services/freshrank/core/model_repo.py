@@ -11,14 +11,15 @@
 <root>/<name>-ranker/<version>/export.json     ExportManifest: architecture, history length, sizes
 <root>/<name>-ranker/<version>/ids/            compact ID tables ranking memory-maps (core.id_table)
 <root>/<name>-ranker/<version>/ids.json        the same maps as JSON (tools only, not serving)
-<root>/<name>-ranker-live/config.pbtxt         embedded: one long-lived Python-backend model that
-<root>/<name>-ranker-live/1/model.py             serves every version of <name>-ranker in place
+<root>/<name>-ranker-live/config.pbtxt         embedded: one long-lived model (our C++ backend,
+<root>/<name>-ranker-live/1/                     ``LIVE_BACKEND``) serving every version of
+                                                 <name>-ranker in place
 ```
 
 The live model (``live_model_name``) is how the embedded Triton serves: a new version costs no
-new stub process and no torch import, and the previous version keeps answering until callers
-moved on (``core.triton_python_model``). Requests name the version in an extra
-``model_version`` input instead of Triton's version field.
+model load in Triton, and the previous version keeps answering until callers moved on
+(``freshrank/embedded/live_backend.cc``: TorchScript inside tritonserver). Requests name the
+version in an extra ``model_version`` input instead of Triton's version field.
 
 A version directory is assembled under a dot-prefixed temporary name and renamed into place,
 so Triton and the ranking service never see a partial model. A version is *good* once its
@@ -61,6 +62,7 @@ __all__ = [
     "IDS_FILE",
     "INPUTS",
     "LEGACY_BACKUP_FILE",
+    "LIVE_BACKEND",
     "LIVE_SUFFIX",
     "MANIFEST_FILE",
     "MANIFEST_KEEP",
@@ -87,7 +89,8 @@ OUTPUT = "scores"
 MAX_BATCH_SIZE = 64
 MANIFEST_KEEP = 100
 LIVE_SUFFIX = "-live"
-LIVE_VERSION = 1  # the live model's one Triton version (its directory holds only model.py)
+LIVE_VERSION = 1  # the live model's one Triton version (an empty directory)
+LIVE_BACKEND = "freshrank"  # the live model's backend: freshrank/embedded/live_backend.cc
 
 log = logging.getLogger(__name__)
 
@@ -128,32 +131,34 @@ def triton_inputs(
 
 
 def live_model_name(model_name: str) -> str:
-    """The long-lived Python-backend model serving every version of ``model_name``."""
+    """The long-lived model serving every version of ``model_name``."""
     return f"{model_name}{LIVE_SUFFIX}"
 
 
 def render_config(model_name: str, *, backend: str, versions_dir: str = "") -> str:
-    """``config.pbtxt`` for ``backend`` in {"pytorch_libtorch", "python"}; ``versions_dir``
-    (python only, relative to this model's directory) makes it the live model."""
+    """``config.pbtxt`` for ``backend`` in {"pytorch_libtorch", "python", ``LIVE_BACKEND``};
+    the live backend needs ``versions_dir`` (relative to this model's directory)."""
     names = list(INPUTS)
     parameters = ""
     if backend == "pytorch_libtorch":
         head = f'name: "{model_name}"\nplatform: "pytorch_libtorch"\n'
         batching = "dynamic_batching { max_queue_delay_microseconds: 500 }\n"
         instances = "instance_group [ { kind: KIND_AUTO, count: 1 } ]\n"
-    elif backend == "python":
-        head = f'name: "{model_name}"\nbackend: "python"\n'
+    elif backend in ("python", LIVE_BACKEND):
+        head = f'name: "{model_name}"\nbackend: "{backend}"\n'
         # Requests queued while the model runs are batched whatever the delay, so none is
         # added: any delay is paid by every lone request (at 200 req/s, one every 5 ms, most
         # are alone; 100 us of delay was 0.14 ms of a 0.7 ms round trip).
         batching = "dynamic_batching { max_queue_delay_microseconds: 0 }\n"
         instances = "instance_group [ { kind: KIND_CPU, count: 1 } ]\n"
-        if versions_dir:
-            names.append(VERSION_INPUT)
-            value = f'{{ string_value: "{versions_dir}" }}'
-            parameters = f'parameters: {{ key: "versions_dir" value: {value} }}\n'
     else:
         raise ValueError(f"unknown backend {backend!r}")
+    if (backend == LIVE_BACKEND) != bool(versions_dir):
+        raise ValueError(f"versions_dir is for the {LIVE_BACKEND} backend, and it needs one")
+    if versions_dir:
+        names.append(VERSION_INPUT)
+        value = f'{{ string_value: "{versions_dir}" }}'
+        parameters = f'parameters: {{ key: "versions_dir" value: {value} }}\n'
     inputs = ",\n".join(
         f'  {{ name: "{name}" data_type: TYPE_INT64 dims: '
         f"[ {1 if name in ('user_row', VERSION_INPUT) else -1} ] }}"
@@ -419,18 +424,18 @@ class ModelRepository:
         return self.root / live_model_name(self.model_name)
 
     def write_live_model(self) -> None:
-        """The live model's config and loader (idempotent; the embedded Triton loads it)."""
-        files = {
-            self.live_dir / "config.pbtxt": render_config(
-                live_model_name(self.model_name),
-                backend="python",
-                versions_dir=f"../{self.model_name}",
-            ),
-            self.live_dir / str(LIVE_VERSION) / "model.py": _loader_source(),
-        }
-        for path, text in files.items():
-            if not path.exists() or path.read_text() != text:
-                _atomic_write(path, text)
+        """The live model's config (idempotent; the embedded Triton loads it)."""
+        config = self.live_dir / "config.pbtxt"
+        text = render_config(
+            live_model_name(self.model_name),
+            backend=LIVE_BACKEND,
+            versions_dir=f"../{self.model_name}",
+        )
+        if not config.exists() or config.read_text() != text:
+            _atomic_write(config, text)
+        version = self.live_dir / str(LIVE_VERSION)
+        version.mkdir(exist_ok=True)  # Triton serves the versions that have a directory
+        (version / "model.py").unlink(missing_ok=True)  # the Python-backend loader it once had
 
     def _write_configs(self) -> None:
         self.write_live_model()

@@ -1,9 +1,10 @@
-"""The embedded Triton: ``tritonserver`` from the ``nvidia-pytriton`` wheel, Python backend.
+"""The embedded Triton: ``tritonserver`` from the ``nvidia-pytriton`` wheel.
 
 The wheel ships the server, the Python backend and one backend stub per Python version; we
-assemble a backend directory for this interpreter (the stub must match it) in our work dir,
-leaving site-packages untouched, and put this environment's interpreter first on ``PATH`` so
-the stub imports torch and numpy from it.
+assemble a backend directory in our work dir, leaving site-packages untouched: the Python
+backend with the stub of this interpreter (it must match; this environment's interpreter
+goes first on ``PATH`` so the stub imports torch and numpy from it), and our own C++ backend
+for the live model (``embedded.live_backend``: TorchScript inside tritonserver, no stub).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Self
 import pytriton
 
 from freshrank.core.triton_auth import server_flags
+from freshrank.embedded.live_backend import BACKEND_NAME, LIBRARY_NAME, build_live_backend
 from freshrank.embedded.process import EmbeddedComponent, ManagedProcess, free_port, http_ok
 
 __all__ = ["EmbeddedTriton", "triton_distribution"]
@@ -39,6 +41,14 @@ def _prepare_backends(target: Path) -> Path:
     if not stub.exists():
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         shutil.copy2(dist / "python_backend_stubs" / version / "triton_python_backend_stub", stub)
+    live_dir = target / BACKEND_NAME
+    live_dir.mkdir(exist_ok=True)
+    library = live_dir / LIBRARY_NAME
+    built = build_live_backend() / LIBRARY_NAME
+    if library.is_symlink() and library.resolve() != built.resolve():
+        library.unlink()  # built again since (a new source or torch)
+    if not library.is_symlink():
+        library.symlink_to(built)
     return target
 
 
@@ -53,8 +63,9 @@ def _server_env(extra: Mapping[str, str]) -> dict[str, str]:
 class EmbeddedTriton(EmbeddedComponent):
     """``tritonserver --model-control-mode=explicit`` over ``model_repository``.
 
-    ``env``: added to the server's environment, which the Python-backend models inherit
-    (``FRESHRANK_TRITON_THREADS``, ``FRESHRANK_TRITON_DEVICE`` of ``core.triton_python_model``).
+    ``env``: added to the server's environment, which its backends read
+    (``FRESHRANK_TRITON_THREADS``, ``FRESHRANK_TRITON_DEVICE``: ``embedded.live_backend`` and
+    ``core.triton_python_model``).
     """
 
     startup_timeout = 90.0

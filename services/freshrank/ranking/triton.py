@@ -36,7 +36,7 @@ __all__ = [
 
 _tracer = trace.get_tracer("freshrank.ranking")
 # Triton's answer (HTTP 503/404, gRPC UNAVAILABLE/NOT_FOUND) for a version it no longer serves,
-# and the live model's (core.triton_python_model.NOT_LOADED) for one it does not hold.
+# and the live model's (kNotLoaded of freshrank/embedded/live_backend.cc) for one it lacks.
 _UNKNOWN_VERSION = ("Request for unknown model", "is not loaded in the live model")
 Rows = npt.NDArray[np.int64]
 Scores = npt.NDArray[np.float32]
