@@ -9,9 +9,9 @@ time, so a stall is not hidden by coordinated omission). Every request carries
 ``--candidates`` candidate items. The feature service is not part of this measurement
 (``feature_url`` empty: empty history on both sides).
 
-``--serving live`` (default) is the embedded Triton's live model, one long-lived Python-backend
-model that swaps versions in place; ``--serving versions`` makes every version a Triton model
-version (a new backend process each), for before/after comparisons in one build.
+``--serving live`` (default) is the embedded Triton's live model, one long-lived model on our C++
+backend that swaps versions in place; ``--serving versions`` makes every version a Triton model
+version on the Python backend (a new stub process each), for before/after comparisons in one build.
 
 ``--trainer-beside``: a real trainer (``freshrank trainer``, niced as in the local stack) reads a
 synthetic stream from an embedded broker and exports a version every ``--export-interval``

@@ -112,9 +112,10 @@ class TritonScorer:
     """Scores candidates for one user on a given model version in Triton.
 
     ``live``: call the live model (``core.model_repo.live_model_name``), one long-lived
-    Python-backend model serving every version in place, naming the version in its
-    ``model_version`` input; a version is READY there once it answers a probe. Otherwise each
-    version is a Triton model version (the production ``pytorch_libtorch`` layout).
+    model serving every version in place (``freshrank/embedded/live_backend.cc``), naming the
+    version in its ``model_version`` input; a version is READY there once it answers a probe.
+    Otherwise each version is a Triton model version (the production ``pytorch_libtorch``
+    layout).
     """
 
     name = "triton"

@@ -9,9 +9,9 @@ version Triton is not serving. Triton keeps serving the previous version until t
 swaps atomically (``version_policy: latest 1``). A version that fails to load is removed again.
 
 With ``LiveTritonControl`` (the embedded Triton) a version is not a Triton model version: the
-one long-lived ``<name>-ranker-live`` model loads each new version in place (no new process,
-no torch import) and a version is READY once it answers a probe naming it; "load" then only
-makes sure the live model itself is loaded.
+one long-lived ``<name>-ranker-live`` model loads each new version in place (no Triton model
+load; ``freshrank/embedded/live_backend.cc``) and a version is READY once it answers a probe
+naming it; "load" then only makes sure the live model itself is loaded.
 
 The trainer owns model versions, so it also keeps Triton serving them (``watch``): Triton runs
 with explicit model control and loads nothing by itself, so after Triton restarts (or unloads
@@ -108,7 +108,7 @@ class LiveTritonControl(TritonControl):
     """Model control of the live model: one Triton model serving every version in place.
 
     ``load`` loads the live model when Triton does not have it (never reloads a loaded one:
-    that would restart its process); a version is READY when the live model answers for it.
+    that would drop its loaded versions); a version is READY when the live model answers for it.
     """
 
     async def load(self, model: str) -> None:
@@ -192,8 +192,8 @@ class Exporter:
         return served
 
     async def _prepare_live(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Before the first export: start the live model, so its one-time cost (a process,
-        the torch import) is paid now and not by the first version's freshness."""
+        """Before the first export: start the live model, so its one-time cost (loading
+        the backend and its libtorch) is paid now and not by the first version's freshness."""
         assert self.triton is not None
         try:
             await loop.run_in_executor(self._io, self.repository.write_live_model)
