@@ -202,3 +202,17 @@ def test_a_replaced_version_is_reloaded_and_a_broken_one_never_served(
     np.testing.assert_allclose(
         client.infer(LIVE, _inputs(2)).as_numpy("scores"), _expected(models[2]), atol=1e-5
     )
+
+
+def test_a_live_model_without_its_versions_directory_fails_to_load_saying_so(
+    triton: EmbeddedTriton, model_repository: Path
+) -> None:
+    repo = ModelRepository(model_repository, MODEL)
+    _publish(repo, seed=1)  # writes the live model's config, which names the directory
+    config = repo.live_dir / "config.pbtxt"
+    config.write_text(
+        "\n".join(line for line in config.read_text().splitlines() if "versions_dir" not in line)
+    )
+    client = httpclient.InferenceServerClient(triton.http_url)
+    with pytest.raises(InferenceServerException, match="parameter versions_dir is required"):
+        client.load_model(LIVE)

@@ -64,6 +64,7 @@ __all__ = [
     "LEGACY_BACKUP_FILE",
     "LIVE_BACKEND",
     "LIVE_SUFFIX",
+    "LIVE_VERSION",
     "MANIFEST_FILE",
     "MANIFEST_KEEP",
     "MODEL_FILE",

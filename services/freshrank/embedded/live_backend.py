@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.metadata
+import importlib.util
 import io
 import os
 import shutil
@@ -50,18 +52,24 @@ def cache_root() -> Path:
 
 def build_live_backend() -> Path:
     """The directory holding ``LIBRARY_NAME``, built first when this machine lacks it."""
-    import torch
-
     source = resources.files("freshrank.embedded").joinpath("live_backend.cc").read_bytes()
-    compiler = _compiler_version()
-    key = hashlib.sha256(source + torch.__version__.encode() + compiler).hexdigest()[:16]
+    torch_version = importlib.metadata.version("torch").encode()
+    key = hashlib.sha256(source + torch_version + _compiler_version()).hexdigest()[:16]
     target = cache_root() / key
     if (target / LIBRARY_NAME).is_file():
         return target
     with _exclusive(cache_root() / ".lock"):  # one build per machine, not one per process
         if not (target / LIBRARY_NAME).is_file():
-            _build(source, target, Path(torch.__file__).parent)
+            _build(source, target, _torch_dir())
     return target
+
+
+def _torch_dir() -> Path:
+    """The installed torch package (headers, libraries), found without importing it."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        raise BackendBuildError("the live backend needs torch in this environment")
+    return Path(spec.origin).parent
 
 
 def _compiler_version() -> bytes:
