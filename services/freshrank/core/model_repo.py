@@ -435,7 +435,7 @@ class ModelRepository:
         if not config.exists() or config.read_text() != text:
             _atomic_write(config, text)
         version = self.live_dir / str(LIVE_VERSION)
-        version.mkdir(exist_ok=True)  # Triton serves the versions that have a directory
+        version.mkdir(parents=True, exist_ok=True)  # Triton serves versions with a directory
         (version / "model.py").unlink(missing_ok=True)  # the Python-backend loader it once had
 
     def _write_configs(self) -> None:

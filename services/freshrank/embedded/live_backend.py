@@ -29,10 +29,10 @@ from pathlib import Path
 
 from freshrank.core.model_repo import LIVE_BACKEND
 
-__all__ = ["BACKEND_NAME", "LIBRARY_NAME", "BackendBuildError", "build_live_backend"]
+__all__ = ["LIBRARY_NAME", "BackendBuildError", "build_live_backend"]
 
-BACKEND_NAME = LIVE_BACKEND  # the model config's ``backend``: the backend directory's name
-LIBRARY_NAME = f"libtriton_{BACKEND_NAME}.so"
+# Triton looks for backend "<name>" as <backend dir>/<name>/libtriton_<name>.so.
+LIBRARY_NAME = f"libtriton_{LIVE_BACKEND}.so"
 
 # Triton's C API headers (backend API 1.16, which the wheel's Triton 2.51 (API 1.19) serves).
 _HEADERS_CRATE = "https://static.crates.io/crates/triton-sys/triton-sys-0.2.0.crate"

@@ -18,8 +18,9 @@ from typing import Self
 
 import pytriton
 
+from freshrank.core.model_repo import LIVE_BACKEND
 from freshrank.core.triton_auth import server_flags
-from freshrank.embedded.live_backend import BACKEND_NAME, LIBRARY_NAME, build_live_backend
+from freshrank.embedded.live_backend import LIBRARY_NAME, build_live_backend
 from freshrank.embedded.process import EmbeddedComponent, ManagedProcess, free_port, http_ok
 
 __all__ = ["EmbeddedTriton", "triton_distribution"]
@@ -41,7 +42,7 @@ def _prepare_backends(target: Path) -> Path:
     if not stub.exists():
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         shutil.copy2(dist / "python_backend_stubs" / version / "triton_python_backend_stub", stub)
-    live_dir = target / BACKEND_NAME
+    live_dir = target / LIVE_BACKEND
     live_dir.mkdir(exist_ok=True)
     library = live_dir / LIBRARY_NAME
     built = build_live_backend() / LIBRARY_NAME
