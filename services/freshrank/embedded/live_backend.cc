@@ -351,7 +351,9 @@ RequestTensors ReadRequest(TRITONBACKEND_Request* request) {
   }
   torch::Tensor given;
   tensors.error = ReadInput(request, kVersionInput, &given, &tensors.copies);
-  if (tensors.error == nullptr && given.numel() > 0) tensors.version = given.view(-1)[0].item<int64_t>();
+  if (tensors.error == nullptr && given.numel() > 0) {
+    tensors.version = given.view(-1)[0].item<int64_t>();
+  }
   return tensors;
 }
 
@@ -399,7 +401,9 @@ void ScoreGroup(LiveModels& live, int64_t version, const std::vector<size_t>& in
   const Module module = live.Get(version);
   if (!module) {
     const std::string message = "model version " + std::to_string(version) + " " + kNotLoaded;
-    for (const size_t index : indices) errors[index] = Error(TRITONSERVER_ERROR_UNAVAILABLE, message);
+    for (const size_t index : indices) {
+      errors[index] = Error(TRITONSERVER_ERROR_UNAVAILABLE, message);
+    }
     return;
   }
   try {
@@ -449,7 +453,7 @@ torch::Device DeviceFromEnv() {
 
 extern "C" {
 
-TRITONSERVER_Error* TRITONBACKEND_Initialize(TRITONBACKEND_Backend* backend) {
+TRITONSERVER_Error* TRITONBACKEND_Initialize(TRITONBACKEND_Backend* /* backend */) {
   uint32_t major, minor;
   FRESHRANK_RETURN_IF_ERROR(TRITONBACKEND_ApiVersion(&major, &minor));
   if (major != TRITONBACKEND_API_VERSION_MAJOR || minor < TRITONBACKEND_API_VERSION_MINOR) {
