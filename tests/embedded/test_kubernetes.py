@@ -3,8 +3,11 @@ kube-controller-manager at work, and every process gone after stop."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -76,8 +79,23 @@ async def test_rbac_decides_for_a_service_account_token(kube_cluster: EmbeddedKu
                 "subjects": [{"kind": "ServiceAccount", **account}],
             }
             await admin.create(binding)
-            assert isinstance(await reader.list("v1", "Secret", namespace), list)
+            assert isinstance(await _list_once_allowed(reader, namespace), list)
         await admin.delete("v1", "Namespace", None, namespace)
+
+
+async def _list_once_allowed(reader: KubeClient, namespace: str) -> list[dict[str, Any]]:
+    """The reader's list of Secrets, once its new binding takes effect.
+
+    The RBAC authorizer reads bindings from a watch cache, so a binding allows a moment after
+    it is created (a busy machine made that moment long enough to fail an immediate check)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return await reader.list("v1", "Secret", namespace)
+        except KubeError as exc:
+            if exc.status != 403 or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.1)
 
 
 def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
