@@ -277,6 +277,19 @@ struct RequestTensors {
   TRITONSERVER_Error* error = nullptr;  // set: answered with it, never scored
 };
 
+// Buffer ``index`` of ``input``, which must be in CPU memory.
+TRITONSERVER_Error* CpuBuffer(TRITONBACKEND_Input* input, const char* name, uint32_t index,
+                              const void** buffer, uint64_t* size) {
+  TRITONSERVER_MemoryType memory = TRITONSERVER_MEMORY_CPU;
+  int64_t memory_id = 0;
+  FRESHRANK_RETURN_IF_ERROR(
+      TRITONBACKEND_InputBuffer(input, index, buffer, size, &memory, &memory_id));
+  if (memory == TRITONSERVER_MEMORY_GPU) {
+    return Error(TRITONSERVER_ERROR_UNSUPPORTED, std::string(name) + ": GPU input buffer");
+  }
+  return nullptr;
+}
+
 TRITONSERVER_Error* ReadInput(TRITONBACKEND_Request* request, const char* name,
                               torch::Tensor* tensor, std::vector<std::vector<int64_t>>* copies) {
   TRITONBACKEND_Input* input;
@@ -297,16 +310,10 @@ TRITONSERVER_Error* ReadInput(TRITONBACKEND_Request* request, const char* name,
                  std::string(name) + ": expected a batch-first 2-d INT64 tensor");
   }
   const auto as_rows = torch::TensorOptions().dtype(torch::kInt64);
+  const void* buffer;
+  uint64_t size;
   if (buffers == 1) {
-    const void* buffer;
-    uint64_t size;
-    TRITONSERVER_MemoryType memory = TRITONSERVER_MEMORY_CPU;
-    int64_t memory_id = 0;
-    FRESHRANK_RETURN_IF_ERROR(
-        TRITONBACKEND_InputBuffer(input, 0, &buffer, &size, &memory, &memory_id));
-    if (memory == TRITONSERVER_MEMORY_GPU) {
-      return Error(TRITONSERVER_ERROR_UNSUPPORTED, std::string(name) + ": GPU input buffer");
-    }
+    FRESHRANK_RETURN_IF_ERROR(CpuBuffer(input, name, 0, &buffer, &size));
     // Read only: the model never writes its inputs.
     *tensor = torch::from_blob(const_cast<void*>(buffer), sizes, as_rows);
     return nullptr;
@@ -314,15 +321,7 @@ TRITONSERVER_Error* ReadInput(TRITONBACKEND_Request* request, const char* name,
   copies->emplace_back(count);
   char* target = reinterpret_cast<char*>(copies->back().data());
   for (uint32_t index = 0; index < buffers; ++index) {
-    const void* buffer;
-    uint64_t size;
-    TRITONSERVER_MemoryType memory = TRITONSERVER_MEMORY_CPU;
-    int64_t memory_id = 0;
-    FRESHRANK_RETURN_IF_ERROR(
-        TRITONBACKEND_InputBuffer(input, index, &buffer, &size, &memory, &memory_id));
-    if (memory == TRITONSERVER_MEMORY_GPU) {
-      return Error(TRITONSERVER_ERROR_UNSUPPORTED, std::string(name) + ": GPU input buffer");
-    }
+    FRESHRANK_RETURN_IF_ERROR(CpuBuffer(input, name, index, &buffer, &size));
     std::memcpy(target, buffer, size);
     target += size;
   }
