@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -50,6 +51,7 @@ def cache_root() -> Path:
     return Path(base) / "triton-backend"
 
 
+@functools.cache  # every embedded Triton asks; the compiler and the hash once per process
 def build_live_backend() -> Path:
     """The directory holding ``LIBRARY_NAME``, built first when this machine lacks it."""
     source = resources.files("freshrank.embedded").joinpath("live_backend.cc").read_bytes()
