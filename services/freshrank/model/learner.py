@@ -81,7 +81,7 @@ class LearnerConfig:
     sparse_learning_rate: float = 0.01  # embedding tables (with ``sparse_optimizer``)
     # "adam": SparseAdam (lazy Adam: only the batch's rows move); "rowwise-adagrad": one
     # Adagrad accumulator per row (``freshrank.model.sparse_optim``), each row's step
-    # shrinking with its own evidence only: what rare items need (README, Amazon Beauty).
+    # shrinking with its own evidence only: what rare items need (docs/quality-log.md).
     sparse_optimizer: str = "adam"
     prior_learning_rate: float = 0.01  # Adam, a model's few global prior parameters
     negatives: int = 100  # sampled-evaluation negatives per event

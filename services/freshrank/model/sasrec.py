@@ -15,7 +15,7 @@ Score of candidate ``t`` for a user with recent items ``h_1..h_H`` (newest first
   three dot products can rank ten items that follow three different purchases; one vector
   has to average them. With one state present (a history of one item, or none) it is
   SASRec's score exactly. Measured with the row-wise Adagrad tables: HR@10 on Amazon Beauty
-  0.462 -> 0.465, MovieLens-100K 0.632 -> 0.649, synthetic 0.794 -> 0.808 (README).
+  0.462 -> 0.465, MovieLens-100K 0.632 -> 0.649, synthetic 0.794 -> 0.808 (docs/quality-log.md).
 - ``user`` is a per-user embedding (zero at start): long histories add a stable taste on top.
 - ``bias_t + sum_s w_s * log(1 + decayed_count_s(t))`` is the popularity and recency prior:
   decayed counts at several time scales (``PRIOR_SCALES``) are buffers the learner updates

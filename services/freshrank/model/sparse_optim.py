@@ -7,7 +7,7 @@ and in state: a row's step size depends on that row's own history alone. ``Spars
 also touches only the batch's rows, but its bias correction counts the *global* step, so a
 rare item's first gradients are scaled as if its moments had been warming up all along,
 and its step size does not shrink as it accumulates evidence. Measured on Amazon Beauty
-(~16 events per item): ``sasrec`` HR@10 0.450 -> 0.462 (README).
+(~16 events per item): ``sasrec`` HR@10 0.450 -> 0.462 (docs/quality-log.md).
 """
 
 from __future__ import annotations
