@@ -46,3 +46,26 @@ def test_shortcuts_resolve_under_the_data_dir(
     assert path == tmp_path / "amazon-beauty" / "interactions.tsv"
     with pytest.raises(FileNotFoundError):
         resolve_source(str(tmp_path / "nope.csv"))
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path: Path) -> None:
+    source = tmp_path / "export.csv"  # as spreadsheets save "CSV UTF-8"
+    source.write_bytes(b"\xef\xbb\xbfuser_id,item_id,timestamp\r\nu1,i1,1000\r\n")
+    (event,) = file_events(source)
+    assert (event.user_id, event.item_id, event.timestamp_ms) == ("u1", "i1", 1_000_000)
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ("u2,i2", r"log\.csv:3: 2 fields where the header has 3"),
+        (",i2,11", r"log\.csv:3: empty user"),
+        ("u2, ,11", r"log\.csv:3: empty item"),
+        ("u2,i2,soon", r"log\.csv:3: time 'soon' is not a number of s"),
+    ],
+)
+def test_a_bad_row_names_its_line_and_what_is_wrong(tmp_path: Path, row: str, reason: str) -> None:
+    source = tmp_path / "log.csv"
+    source.write_text(f"user,item,time\nu1,i1,10\n{row}\nu3,i3,12\n")
+    with pytest.raises(ValueError, match=reason):
+        file_events(source, FileFormat(time_unit="s"))

@@ -108,26 +108,45 @@ def _events(rows: list[tuple[int, int, str, str]], prefix: str) -> Iterator[Inte
 
 
 def _read_rows(path: Path, fmt: FileFormat) -> list[tuple[int, int, str, str]]:
-    with path.open(newline="") as handle:
+    # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first column's name.
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         separator = fmt.separator or _separator(path, handle.readline())
         handle.seek(0)
         reader = csv.reader(handle, delimiter=separator)
         header = [name.strip() for name in next(reader, [])]
         if not header:
             raise ValueError(f"{path}: empty file, expected a header row")
-        user = _column(header, fmt.user_column, USER_COLUMNS, "user", path)
-        item = _column(header, fmt.item_column, ITEM_COLUMNS, "item", path)
-        when = _column(header, fmt.time_column, TIME_COLUMNS, "time", path)
+        columns = (
+            _column(header, fmt.user_column, USER_COLUMNS, "user", path),
+            _column(header, fmt.item_column, ITEM_COLUMNS, "item", path),
+            _column(header, fmt.time_column, TIME_COLUMNS, "time", path),
+        )
         raw = [
-            (line, row[user], row[item], row[when].strip())
+            (line, *_fields(row, columns, len(header), path, line))
             for line, row in enumerate(reader, start=2)
             if row
         ]
     unit = fmt.time_unit if fmt.time_unit != "auto" else _guess_unit(raw, path)
-    try:
-        return [(_to_ms(stamp, unit), line, u, i) for line, u, i, stamp in raw]
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+    rows = []
+    for line, user_id, item_id, stamp in raw:
+        try:
+            rows.append((_to_ms(stamp, unit), line, user_id, item_id))
+        except ValueError as error:
+            raise ValueError(f"{path}:{line}: {error}") from None
+    return rows
+
+
+def _fields(
+    row: list[str], columns: tuple[int, int, int], width: int, path: Path, line: int
+) -> tuple[str, str, str]:
+    """(user, item, time) of one data row; a short row or an empty field names its line."""
+    if len(row) <= max(columns):
+        raise ValueError(f"{path}:{line}: {len(row)} fields where the header has {width}")
+    user_id, item_id, stamp = (row[column].strip() for column in columns)
+    for value, what in ((user_id, "user"), (item_id, "item"), (stamp, "time")):
+        if not value:
+            raise ValueError(f"{path}:{line}: empty {what}")
+    return user_id, item_id, stamp
 
 
 def _separator(path: Path, first_line: str) -> str:
