@@ -34,7 +34,6 @@ online needs); the dense layers use Adam.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import time
@@ -476,19 +475,10 @@ class OnlineLearner(PrequentialLearner):
     def learn(self, user_rows: Rows, item_rows: Rows, history_rows: Rows) -> float | None:
         self._count_positives(item_rows)
         losses = []
-        for repeat in range(self.config.train_steps):
-            with self._seeded_torch(repeat):
-                batch = self._with_replay(user_rows, item_rows, history_rows)
-                losses.append(self._train_step(*batch))
+        for _ in range(self.config.train_steps):
+            batch = self._with_replay(user_rows, item_rows, history_rows)
+            losses.append(self._train_step(*batch))
         return float(np.mean(losses))
-
-    @contextlib.contextmanager
-    def _seeded_torch(self, repeat: int) -> Iterator[None]:
-        """Torch's RNG (dropout) seeded from (seed, step): a resumed run draws the same masks."""
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed((self.config.seed * 1_000_003 + self.steps) * 64 + repeat)
-            yield
 
     def _train_step(self, users: Rows, items: Rows, histories: Rows) -> float:
         """One sampled-softmax step on positives ``items`` (the batch plus a replay)."""
