@@ -94,7 +94,7 @@ class SelfAttentiveSequential(RankingModel):
         # 0.5: 0.441 before the current tables; docs/quality-log.md). Without dropout one
         # attention block is enough, and cheaper: HR@10 with one instead of two, Beauty 0.467
         # -> 0.470 (seed 1: 0.467 -> 0.469), MovieLens-100K 0.654 -> 0.655 (seed 1: 0.653 ->
-        # 0.652), synthetic 0.810 -> 0.815 (after the drift 0.834 -> 0.840).
+        # 0.652), synthetic 0.810 -> 0.815 (after the drift 0.834 -> 0.839).
         self.blocks = nn.ModuleList([_CausalBlock(dim) for _ in range(layers)])
         # The intent of a user with no history yet: learned from first events, so a cold
         # user starts at "what newcomers pick" (on top of the prior), not at zero.
