@@ -3,11 +3,8 @@ kube-controller-manager at work, and every process gone after stop."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -15,6 +12,7 @@ from kube_assets import envtest_assets
 from lightkube.models.authentication_v1 import TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ServiceAccount
+from waiting import eventually
 
 from freshrank.embedded.kubernetes import EmbeddedKubernetes
 from freshrank_operator.kube import Credentials, KubeClient, KubeError
@@ -79,23 +77,28 @@ async def test_rbac_decides_for_a_service_account_token(kube_cluster: EmbeddedKu
                 "subjects": [{"kind": "ServiceAccount", **account}],
             }
             await admin.create(binding)
-            assert isinstance(await _list_once_allowed(reader, namespace), list)
+            assert await _list_once_allowed(reader, namespace)
         await admin.delete("v1", "Namespace", None, namespace)
 
 
-async def _list_once_allowed(reader: KubeClient, namespace: str) -> list[dict[str, Any]]:
-    """The reader's list of Secrets, once its new binding takes effect.
+async def _list_once_allowed(reader: KubeClient, namespace: str) -> bool:
+    """True once the reader may list Secrets: its new binding has taken effect.
 
     The RBAC authorizer reads bindings from a watch cache, so a binding allows a moment after
-    it is created (a busy machine made that moment long enough to fail an immediate check)."""
-    deadline = time.monotonic() + 60
-    while True:
+    it is created (a busy machine made that moment long enough to fail an immediate check).
+    Only 403 means "not yet"; any other error fails at once."""
+
+    async def listed() -> bool:
         try:
-            return await reader.list("v1", "Secret", namespace)
+            secrets = await reader.list("v1", "Secret", namespace)
         except KubeError as exc:
-            if exc.status != 403 or time.monotonic() > deadline:
+            if exc.status != 403:
                 raise
-        await asyncio.sleep(0.1)
+            raise AssertionError(f"still forbidden to list Secrets: {exc}") from exc
+        return isinstance(secrets, list)
+
+    result: bool = await eventually(listed, timeout=60)
+    return result
 
 
 def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
