@@ -1,0 +1,237 @@
+"""A model's HR@10 with and without a user-kNN memory added to its score, against popularity.
+
+The kNN term is session-kNN (V-SKNN, Ludewig & Jannach 2018) over the past: the user's
+history, recency-weighted (newest 1.0, falling linearly), is compared by cosine with every
+earlier user's item set; the ``--neighbours`` most similar users vote for the items they met,
+each with its similarity; the model's score gains ``--weight * log(1 + 10 * votes)``. The
+memory holds only the (user, item) pairs of batches already scored and learned, and a user is
+never their own neighbour, so the evaluation stays prequential. The model trains exactly as
+without the term; the weight is given, or with ``--weight auto`` chosen online from a fixed
+grid by the hits of the batches already scored (docs/quality-log.md says why it is not
+learned by the loss).
+
+Popularity, the model and the model with the term run over the same micro-batches and the
+same seeded candidates (``freshrank eval``'s protocol). An experiment, not a registered model:
+serving the term would need a feature-service read of each request's neighbours.
+
+Usage:
+  PYTHONPATH=services python benchmarks/eval_knn.py --dataset amazon-beauty --weight auto
+  PYTHONPATH=services python benchmarks/eval_knn.py --weight 1.2 --neighbours 300 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from freshrank.core.codec import InteractionEvent
+from freshrank.evaluation.datasets import load_dataset
+from freshrank.evaluation.runner import EvalSettings
+from freshrank.model.base import ModelConfig
+from freshrank.model.baselines import PopularityLearner
+from freshrank.model.learner import LearnerConfig, OnlineLearner, PrequentialLearner
+from freshrank.model.registry import LEARNER_DEFAULTS
+
+Rows = npt.NDArray[np.int64]
+Hits = npt.NDArray[np.bool_]
+_AUTO = [0.0, 0.2, 0.4, 0.8, 1.6, 3.2]  # the weights --weight auto chooses among
+
+
+class UserKnnMemory:
+    """The past (user, item) pairs, and session-kNN votes of a batch's users over them."""
+
+    def __init__(self, num_items: int, neighbours: int) -> None:
+        self.num_items = num_items
+        self.neighbours = neighbours
+        self._users: list[Rows] = []
+        self._items: list[Rows] = []
+        self._matrix: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def add(self, user_rows: Rows, item_rows: Rows) -> None:
+        self._users.append(user_rows.copy())
+        self._items.append(item_rows.copy())
+        self._matrix = None
+
+    def votes(self, user_rows: Rows, history_rows: Rows) -> torch.Tensor:
+        """[B, items]: summed similarity of each user's nearest neighbours who met each item."""
+        batch, length = history_rows.shape
+        if not self._users:
+            return torch.zeros(batch, self.num_items)
+        met, met_by_item, sizes = self._pairs()
+        history = torch.from_numpy(history_rows)
+        recency = 1.0 - torch.arange(length, dtype=torch.float32) / length
+        query = torch.zeros(batch, self.num_items)
+        query.scatter_add_(1, history, (history != 0).float() * recency)
+        query[:, 0] = 0.0  # padding
+        lengths = (history != 0).sum(1).clamp(min=1).float()
+        overlap = torch.sparse.mm(met, query.t()).t()  # [B, users]
+        similarity = overlap / torch.sqrt(lengths.unsqueeze(1) * sizes.clamp(min=1).unsqueeze(0))
+        users = torch.from_numpy(user_rows)
+        own = (users > 0) & (users < similarity.shape[1])
+        similarity[torch.arange(batch)[own], users[own]] = 0.0  # not one's own neighbour
+        nearest = torch.topk(similarity, min(self.neighbours, similarity.shape[1]), dim=1)
+        kept = torch.zeros_like(similarity).scatter_(1, nearest.indices, nearest.values)
+        votes: torch.Tensor = torch.sparse.mm(met_by_item, kept.t()).t()
+        return votes
+
+    def _pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The 0/1 user x item matrix, its transpose and each user's item count (cached)."""
+        if self._matrix is None:
+            users = torch.from_numpy(np.concatenate(self._users))
+            items = torch.from_numpy(np.concatenate(self._items))
+            shape = (int(users.max()) + 1, self.num_items)
+            counted = torch.sparse_coo_tensor(
+                torch.stack([users, items]), torch.ones(len(users)), shape, check_invariants=False
+            ).coalesce()
+            indices = counted.indices()
+            ones = torch.ones(indices.shape[1])
+            met = torch.sparse_coo_tensor(indices, ones, shape, check_invariants=False).coalesce()
+            sizes = torch.zeros(shape[0]).index_add_(0, indices[0], ones)
+            self._matrix = (met, met.t().coalesce(), sizes)
+        return self._matrix
+
+
+class KnnLearner(OnlineLearner):
+    """The model learner, its scores plus the kNN term.
+
+    With one weight the term has that weight. With several (``--weight auto``), each scored
+    batch uses the one with the most hits on the batches scored before it (every weight
+    re-ranks the same scores, so all are tallied on each batch after it is scored): online
+    model selection on the prequential metric, leak-free, with no weight read off the file.
+    """
+
+    def __init__(self, config: LearnerConfig, weights: list[float], neighbours: int) -> None:
+        super().__init__(config)
+        self.weights = np.asarray(weights, dtype=np.float32)
+        self.hits = np.zeros(len(weights))
+        self.memory = UserKnnMemory(config.model.num_items, neighbours)
+        self._tallied_step = -1
+
+    @property
+    def weight(self) -> float:
+        return float(self.weights[int(np.argmax(self.hits))])
+
+    def score(
+        self, user_rows: Rows, history_rows: Rows, candidate_rows: Rows
+    ) -> npt.NDArray[np.float32]:
+        scores = super().score(user_rows, history_rows, candidate_rows)
+        votes = self.memory.votes(user_rows.reshape(-1), history_rows)
+        term = torch.log1p(10.0 * votes.gather(1, torch.from_numpy(candidate_rows))).numpy()
+        blended: npt.NDArray[np.float32] = scores + self.weight * term
+        sampled = candidate_rows.shape[1] == self.config.negatives + 1  # true item first
+        if sampled and self._tallied_step != self.steps:
+            self._tallied_step = self.steps  # the batch's sampled candidates, not its full ranks
+            every = scores[None] + self.weights[:, None, None] * term[None]  # [W, B, C]
+            ranks = (every[:, :, 1:] >= every[:, :, :1]).sum(axis=2)
+            self.hits += (ranks < 10).sum(axis=1)
+        return blended
+
+    def _after_learning(self, user_rows: Rows, item_rows: Rows, histories: Rows) -> None:
+        super()._after_learning(user_rows, item_rows, histories)
+        self.memory.add(user_rows, item_rows)
+
+
+def _configs(
+    args: argparse.Namespace, settings: EvalSettings, users: int, items: int
+) -> tuple[LearnerConfig, LearnerConfig]:
+    model = ModelConfig.from_settings(
+        settings, architecture=args.model, num_users=users + 1, num_items=items + 1
+    )
+    base = LearnerConfig(
+        model=model,
+        negatives=settings.negatives,
+        full_eval_events=settings.full_eval_events,
+        device="cpu",
+        seed=args.seed,
+    )
+    defaults: dict[str, Any] = dict(LEARNER_DEFAULTS.get(args.model, {}))
+    return base, dataclasses.replace(base, **defaults)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="amazon-beauty")
+    parser.add_argument("--model", default="sasrec", help="an architecture (mf, din, sasrec)")
+    parser.add_argument(
+        "--weight",
+        default="0.8",
+        help="of log(1 + 10 x votes): a number, or 'auto' (chosen online from 0, 0.2 ... 3.2)",
+    )
+    parser.add_argument("--neighbours", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--output", type=Path, default=None, help="write the table as JSON")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    dataset = load_dataset(args.dataset, args.limit)
+    settings = EvalSettings()
+    base, config = _configs(args, settings, dataset.users, dataset.items)
+    weights = _AUTO if args.weight == "auto" else [float(args.weight)]
+    learners: dict[str, PrequentialLearner] = {
+        "popularity": PopularityLearner(base),
+        args.model: OnlineLearner(config),
+        f"{args.model}+knn": KnnLearner(config, weights, args.neighbours),
+    }
+    hits, seconds = _run(learners, dataset.events, settings.batch_size)
+    print(f"{dataset.name}: weight {args.weight}, {args.neighbours} neighbours, seed {args.seed}")
+    segments = {"HR@10": 0, "after 20 %": int(len(dataset.events) * settings.static_fraction)}
+    if dataset.drift_index is not None:
+        segments["after the drift"] = dataset.drift_index
+    rows = _report(hits, seconds, segments)
+    knn = learners[f"{args.model}+knn"]
+    assert isinstance(knn, KnnLearner)
+    tallies = ", ".join(
+        f"{w:g}: {h / len(dataset.events):.4f}" for w, h in zip(knn.weights, knn.hits, strict=True)
+    )
+    print(f"HR@10 of each weight over the whole stream: {tallies}; chosen last: {knn.weight:g}")
+    if args.output is not None:
+        payload = {"dataset": dataset.name, "args": {**vars(args), "output": str(args.output)}}
+        args.output.write_text(json.dumps({**payload, "results": rows}, indent=1))
+
+
+def _run(
+    learners: dict[str, PrequentialLearner], events: Sequence[InteractionEvent], batch_size: int
+) -> tuple[dict[str, Hits], dict[str, float]]:
+    """Step every learner over the same micro-batches: hit or not per event, and seconds."""
+    hits: dict[str, list[Hits]] = {name: [] for name in learners}
+    seconds = dict.fromkeys(learners, 0.0)
+    for start in range(0, len(events), batch_size):
+        batch = events[start : start + batch_size]
+        for name, learner in learners.items():
+            began = time.perf_counter()
+            learner.step(batch)
+            seconds[name] += time.perf_counter() - began
+            hits[name].append(learner.last_ranks < 10)
+    return {name: np.concatenate(parts) for name, parts in hits.items()}, seconds
+
+
+def _report(
+    hits: dict[str, Hits], seconds: dict[str, float], segments: dict[str, int]
+) -> dict[str, dict[str, float]]:
+    """Print HR@10 and its ratio to popularity's from each segment's first event on."""
+    header = "".join(f" {segment} | ratio |" for segment in segments)
+    print(f"| model |{header} seconds |\n|{' --- |' * (2 * len(segments) + 2)}")
+    rows = {}
+    for name, hit in hits.items():
+        row = {"seconds": seconds[name]}
+        cells = []
+        for segment, first in segments.items():
+            value = float(hit[first:].mean())
+            row[segment] = value
+            cells.append(f" {value:.4f} | {value / float(hits['popularity'][first:].mean()):.3f} |")
+        rows[name] = row
+        print(f"| {name} |{''.join(cells)} {seconds[name]:.0f} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
