@@ -39,10 +39,10 @@ from freshrank.evaluation.runner import EvalSettings
 from freshrank.model.base import ModelConfig
 from freshrank.model.baselines import PopularityLearner
 from freshrank.model.learner import LearnerConfig, OnlineLearner, PrequentialLearner
+from freshrank.model.metrics import hit_rate_at_k, ndcg_at_k
 from freshrank.model.registry import LEARNER_DEFAULTS
 
 Rows = npt.NDArray[np.int64]
-Hits = npt.NDArray[np.bool_]
 _AUTO = [0.0, 0.2, 0.4, 0.8, 1.6, 3.2]  # the weights --weight auto chooses among
 
 
@@ -181,12 +181,12 @@ def main() -> None:
         args.model: OnlineLearner(config),
         f"{args.model}+knn": KnnLearner(config, weights, args.neighbours),
     }
-    hits, seconds = _run(learners, dataset.events, settings.batch_size)
+    ranks, seconds = _run(learners, dataset.events, settings.batch_size)
     print(f"{dataset.name}: weight {args.weight}, {args.neighbours} neighbours, seed {args.seed}")
-    segments = {"HR@10": 0, "after 20 %": int(len(dataset.events) * settings.static_fraction)}
+    segments = {"all": 0, "after 20 %": int(len(dataset.events) * settings.static_fraction)}
     if dataset.drift_index is not None:
         segments["after the drift"] = dataset.drift_index
-    rows = _report(hits, seconds, segments)
+    rows = _report(ranks, seconds, segments)
     knn = learners[f"{args.model}+knn"]
     assert isinstance(knn, KnnLearner)
     tallies = ", ".join(
@@ -200,9 +200,10 @@ def main() -> None:
 
 def _run(
     learners: dict[str, PrequentialLearner], events: Sequence[InteractionEvent], batch_size: int
-) -> tuple[dict[str, Hits], dict[str, float]]:
-    """Step every learner over the same micro-batches: hit or not per event, and seconds."""
-    hits: dict[str, list[Hits]] = {name: [] for name in learners}
+) -> tuple[dict[str, Rows], dict[str, float]]:
+    """Step every learner over the same micro-batches: the true item's rank per event, and
+    each learner's seconds."""
+    ranks: dict[str, list[Rows]] = {name: [] for name in learners}
     seconds = dict.fromkeys(learners, 0.0)
     for start in range(0, len(events), batch_size):
         batch = events[start : start + batch_size]
@@ -210,27 +211,33 @@ def _run(
             began = time.perf_counter()
             learner.step(batch)
             seconds[name] += time.perf_counter() - began
-            hits[name].append(learner.last_ranks < 10)
-    return {name: np.concatenate(parts) for name, parts in hits.items()}, seconds
+            ranks[name].append(learner.last_ranks)
+    return {name: np.concatenate(parts) for name, parts in ranks.items()}, seconds
 
 
 def _report(
-    hits: dict[str, Hits], seconds: dict[str, float], segments: dict[str, int]
-) -> dict[str, dict[str, float]]:
-    """Print HR@10 and its ratio to popularity's from each segment's first event on."""
-    header = "".join(f" {segment} | ratio |" for segment in segments)
-    print(f"| model |{header} seconds |\n|{' --- |' * (2 * len(segments) + 2)}")
-    rows = {}
-    for name, hit in hits.items():
-        row = {"seconds": seconds[name]}
-        cells = []
+    ranks: dict[str, Rows], seconds: dict[str, float], segments: dict[str, int]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Print HR@10 and NDCG@10, and their ratios to popularity's, from each segment's first
+    event on; returns them by model and segment."""
+    print("| model | events | HR@10 | ratio | NDCG@10 | ratio | seconds |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    rows: dict[str, dict[str, dict[str, float]]] = {}
+    for name, rank in ranks.items():
+        rows[name] = {}
         for segment, first in segments.items():
-            value = float(hit[first:].mean())
-            row[segment] = value
-            cells.append(f" {value:.4f} | {value / float(hits['popularity'][first:].mean()):.3f} |")
-        rows[name] = row
-        print(f"| {name} |{''.join(cells)} {seconds[name]:.0f} |")
+            hr, ndcg = _metrics(rank[first:])
+            base_hr, base_ndcg = _metrics(ranks["popularity"][first:])
+            rows[name][segment] = {"hr10": hr, "ndcg10": ndcg, "seconds": seconds[name]}
+            print(
+                f"| {name} | {segment} | {hr:.4f} | {hr / base_hr:.3f} | {ndcg:.4f} "
+                f"| {ndcg / base_ndcg:.3f} | {seconds[name]:.0f} |"
+            )
     return rows
+
+
+def _metrics(ranks: Rows) -> tuple[float, float]:
+    return float(hit_rate_at_k(ranks).mean()), float(ndcg_at_k(ranks).mean())
 
 
 if __name__ == "__main__":
