@@ -47,14 +47,23 @@ _AUTO = [0.0, 0.2, 0.4, 0.8, 1.6, 3.2]  # the weights --weight auto chooses amon
 
 
 class UserKnnMemory:
-    """The past (user, item) pairs, and session-kNN votes of a batch's users over them."""
+    """The past (user, item) pairs, and session-kNN votes of a batch's users over them.
 
-    def __init__(self, num_items: int, neighbours: int) -> None:
+    ``recent_users`` > 0 bounds the neighbours to the users among the newest that many of
+    each history item (what a store can serve: "recent users of these items"), and
+    ``user_items`` > 0 keeps only each user's newest that many items (a stored history).
+    """
+
+    def __init__(
+        self, num_items: int, neighbours: int, recent_users: int = 0, user_items: int = 0
+    ) -> None:
         self.num_items = num_items
         self.neighbours = neighbours
+        self.recent_users = recent_users
+        self.user_items = user_items
         self._users: list[Rows] = []
         self._items: list[Rows] = []
-        self._matrix: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._matrix: _Pairs | None = None
 
     def add(self, user_rows: Rows, item_rows: Rows) -> None:
         self._users.append(user_rows.copy())
@@ -66,38 +75,73 @@ class UserKnnMemory:
         batch, length = history_rows.shape
         if not self._users:
             return torch.zeros(batch, self.num_items)
-        met, met_by_item, sizes = self._pairs()
+        pairs = self._pairs()
         history = torch.from_numpy(history_rows)
         recency = 1.0 - torch.arange(length, dtype=torch.float32) / length
         query = torch.zeros(batch, self.num_items)
         query.scatter_add_(1, history, (history != 0).float() * recency)
         query[:, 0] = 0.0  # padding
         lengths = (history != 0).sum(1).clamp(min=1).float()
-        overlap = torch.sparse.mm(met, query.t()).t()  # [B, users]
-        similarity = overlap / torch.sqrt(lengths.unsqueeze(1) * sizes.clamp(min=1).unsqueeze(0))
+        overlap = torch.sparse.mm(pairs.met, query.t()).t()  # [B, users]
+        sizes = pairs.sizes.clamp(min=1).unsqueeze(0)
+        similarity = overlap / torch.sqrt(lengths.unsqueeze(1) * sizes)
+        if pairs.recent is not None:  # only the recent users of the history's items
+            reachable = torch.sparse.mm(pairs.recent, (query > 0).float().t()).t() > 0
+            similarity = similarity * reachable
         users = torch.from_numpy(user_rows)
         own = (users > 0) & (users < similarity.shape[1])
         similarity[torch.arange(batch)[own], users[own]] = 0.0  # not one's own neighbour
         nearest = torch.topk(similarity, min(self.neighbours, similarity.shape[1]), dim=1)
         kept = torch.zeros_like(similarity).scatter_(1, nearest.indices, nearest.values)
-        votes: torch.Tensor = torch.sparse.mm(met_by_item, kept.t()).t()
+        votes: torch.Tensor = torch.sparse.mm(pairs.met_by_item, kept.t()).t()
         return votes
 
-    def _pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The 0/1 user x item matrix, its transpose and each user's item count (cached)."""
+    def _pairs(self) -> _Pairs:
+        """The matrices of the pairs so far (cached until the next ``add``)."""
         if self._matrix is None:
-            users = torch.from_numpy(np.concatenate(self._users))
-            items = torch.from_numpy(np.concatenate(self._items))
+            users, items = np.concatenate(self._users), np.concatenate(self._items)
             shape = (int(users.max()) + 1, self.num_items)
-            counted = torch.sparse_coo_tensor(
-                torch.stack([users, items]), torch.ones(len(users)), shape, check_invariants=False
-            ).coalesce()
-            indices = counted.indices()
-            ones = torch.ones(indices.shape[1])
-            met = torch.sparse_coo_tensor(indices, ones, shape, check_invariants=False).coalesce()
-            sizes = torch.zeros(shape[0]).index_add_(0, indices[0], ones)
-            self._matrix = (met, met.t().coalesce(), sizes)
+            kept = _newest(users, self.user_items)
+            met = _binary(users[kept], items[kept], shape)
+            recent = None
+            if self.recent_users:
+                newest = _newest(items, self.recent_users)
+                recent = _binary(users[newest], items[newest], shape)
+            sizes = torch.sparse.sum(met, dim=1).to_dense()
+            self._matrix = _Pairs(met, met.t().coalesce(), sizes, recent)
         return self._matrix
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pairs:
+    met: torch.Tensor  # sparse 0/1 [users, items]
+    met_by_item: torch.Tensor  # its transpose
+    sizes: torch.Tensor  # [users]: items each user has in ``met``
+    recent: torch.Tensor | None  # sparse 0/1 [users, items]: the newest users of each item
+
+
+def _newest(keys: Rows, limit: int) -> npt.NDArray[np.bool_]:
+    """Marks the pairs among the ``limit`` newest of their key (all when ``limit`` is 0)."""
+    if not limit:
+        return np.ones(len(keys), dtype=bool)
+    order = np.lexsort((-np.arange(len(keys)), keys))  # by key, newest first
+    sorted_keys = keys[order]
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    rank = np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
+    newest = np.zeros(len(keys), dtype=bool)
+    newest[order[rank < limit]] = True
+    return newest
+
+
+def _binary(users: Rows, items: Rows, shape: tuple[int, int]) -> torch.Tensor:
+    index = torch.from_numpy(np.stack([users, items]))
+    counted = torch.sparse_coo_tensor(
+        index, torch.ones(index.shape[1]), shape, check_invariants=False
+    ).coalesce()
+    ones = torch.ones(counted.indices().shape[1])
+    return torch.sparse_coo_tensor(
+        counted.indices(), ones, shape, check_invariants=False
+    ).coalesce()
 
 
 class KnnLearner(OnlineLearner):
@@ -109,11 +153,11 @@ class KnnLearner(OnlineLearner):
     model selection on the prequential metric, leak-free, with no weight read off the file.
     """
 
-    def __init__(self, config: LearnerConfig, weights: list[float], neighbours: int) -> None:
+    def __init__(self, config: LearnerConfig, weights: list[float], memory: UserKnnMemory) -> None:
         super().__init__(config)
         self.weights = np.asarray(weights, dtype=np.float32)
         self.hits = np.zeros(len(weights))
-        self.memory = UserKnnMemory(config.model.num_items, neighbours)
+        self.memory = memory
         self._tallied_step = -1
 
     @property
@@ -167,6 +211,15 @@ def main() -> None:
         help="of log(1 + 10 x votes): a number, or 'auto' (chosen online from 0, 0.2 ... 3.2)",
     )
     parser.add_argument("--neighbours", type=int, default=100)
+    parser.add_argument(
+        "--recent-users",
+        type=int,
+        default=0,
+        help="neighbours only among the N newest users of each history item (0: any past user)",
+    )
+    parser.add_argument(
+        "--user-items", type=int, default=0, help="a user's newest N items only (0: all)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--output", type=Path, default=None, help="write the table as JSON")
@@ -176,13 +229,19 @@ def main() -> None:
     settings = EvalSettings()
     base, config = _configs(args, settings, dataset.users, dataset.items)
     weights = _AUTO if args.weight == "auto" else [float(args.weight)]
+    memory = UserKnnMemory(
+        config.model.num_items, args.neighbours, args.recent_users, args.user_items
+    )
     learners: dict[str, PrequentialLearner] = {
         "popularity": PopularityLearner(base),
         args.model: OnlineLearner(config),
-        f"{args.model}+knn": KnnLearner(config, weights, args.neighbours),
+        f"{args.model}+knn": KnnLearner(config, weights, memory),
     }
     ranks, seconds = _run(learners, dataset.events, settings.batch_size)
-    print(f"{dataset.name}: weight {args.weight}, {args.neighbours} neighbours, seed {args.seed}")
+    print(
+        f"{dataset.name}: weight {args.weight}, {args.neighbours} neighbours (recent users "
+        f"{args.recent_users or 'all'}, user items {args.user_items or 'all'}), seed {args.seed}"
+    )
     segments = {"all": 0, "after 20 %": int(len(dataset.events) * settings.static_fraction)}
     if dataset.drift_index is not None:
         segments["after the drift"] = dataset.drift_index
