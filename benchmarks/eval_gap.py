@@ -23,9 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from freshrank.evaluation.datasets import load_dataset
-from freshrank.evaluation.runner import EvalSettings
-from freshrank.model.base import ModelConfig
+from freshrank.evaluation.datasets import Dataset, load_dataset
+from freshrank.evaluation.runner import EvalSettings, learner_config
 from freshrank.model.baselines import PopularityLearner
 from freshrank.model.learner import LearnerConfig, OnlineLearner
 from freshrank.model.registry import LEARNER_DEFAULTS
@@ -61,22 +60,12 @@ def _override(text: str) -> tuple[str, Any]:
     return key, parsed
 
 
-def _configs(
-    args: argparse.Namespace, settings: EvalSettings, users: int, items: int
-) -> tuple[LearnerConfig, LearnerConfig]:
+def _configs(args: argparse.Namespace, dataset: Dataset) -> tuple[LearnerConfig, LearnerConfig]:
     """The baseline's config and the model's (defaults plus ``--set``), one seed for both:
     the evaluation candidates are seeded by it."""
     overrides = {**LEARNER_DEFAULTS.get(args.model, {}), **dict(args.set)}
-    model = ModelConfig.from_settings(
-        settings, architecture=args.model, num_users=users + 1, num_items=items + 1
-    )
-    base = LearnerConfig(
-        model=model,
-        negatives=settings.negatives,
-        full_eval_events=settings.full_eval_events,
-        device="cpu",
-        seed=int(overrides.get("seed", settings.seed)),
-    )
+    settings = EvalSettings(device="cpu", seed=int(overrides.get("seed", 0)))
+    base = learner_config(settings, dataset, args.model)
     return base, dataclasses.replace(base, **overrides)
 
 
@@ -103,7 +92,7 @@ def main() -> None:
     torch.set_num_threads(1)
     dataset = load_dataset(args.dataset, args.limit)
     settings = EvalSettings()
-    base, config = _configs(args, settings, dataset.users, dataset.items)
+    base, config = _configs(args, dataset)
     popularity, model = _Popularity(base), OnlineLearner(config)
     lengths, pop_ranks, model_ranks = [], [], []
     for start in range(0, len(dataset.events), settings.batch_size):

@@ -35,8 +35,7 @@ import torch
 
 from freshrank.core.codec import InteractionEvent
 from freshrank.evaluation.datasets import load_dataset
-from freshrank.evaluation.runner import EvalSettings
-from freshrank.model.base import ModelConfig
+from freshrank.evaluation.runner import EvalSettings, learner_config
 from freshrank.model.baselines import PopularityLearner
 from freshrank.model.learner import LearnerConfig, OnlineLearner, PrequentialLearner
 from freshrank.model.metrics import hit_rate_at_k, ndcg_at_k
@@ -184,23 +183,6 @@ class KnnLearner(OnlineLearner):
         self.memory.add(user_rows, item_rows)
 
 
-def _configs(
-    args: argparse.Namespace, settings: EvalSettings, users: int, items: int
-) -> tuple[LearnerConfig, LearnerConfig]:
-    model = ModelConfig.from_settings(
-        settings, architecture=args.model, num_users=users + 1, num_items=items + 1
-    )
-    base = LearnerConfig(
-        model=model,
-        negatives=settings.negatives,
-        full_eval_events=settings.full_eval_events,
-        device="cpu",
-        seed=args.seed,
-    )
-    defaults: dict[str, Any] = dict(LEARNER_DEFAULTS.get(args.model, {}))
-    return base, dataclasses.replace(base, **defaults)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="amazon-beauty")
@@ -226,8 +208,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset = load_dataset(args.dataset, args.limit)
-    settings = EvalSettings()
-    base, config = _configs(args, settings, dataset.users, dataset.items)
+    settings = EvalSettings(device="cpu", seed=args.seed)
+    base = learner_config(settings, dataset, args.model)
+    defaults: dict[str, Any] = dict(LEARNER_DEFAULTS.get(args.model, {}))
+    config = dataclasses.replace(base, **defaults)
     weights = _AUTO if args.weight == "auto" else [float(args.weight)]
     memory = UserKnnMemory(
         config.model.num_items, args.neighbours, args.recent_users, args.user_items

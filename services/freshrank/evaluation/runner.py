@@ -26,7 +26,15 @@ from freshrank.model.learner import (
 )
 from freshrank.model.registry import LEARNER_DEFAULTS
 
-__all__ = ["MODELS", "NEVER", "EvalSettings", "RunResult", "Segment", "run_model"]
+__all__ = [
+    "MODELS",
+    "NEVER",
+    "EvalSettings",
+    "RunResult",
+    "Segment",
+    "learner_config",
+    "run_model",
+]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -85,7 +93,9 @@ class RunResult:
     seed: int = 0
 
 
-def _learner_config(settings: EvalSettings, dataset: Dataset, architecture: str) -> LearnerConfig:
+def learner_config(settings: EvalSettings, dataset: Dataset, architecture: str) -> LearnerConfig:
+    """A learner's config for ``dataset`` under ``settings``, before an architecture's
+    ``LEARNER_DEFAULTS`` (the benchmarks' side-by-side runs start from it too)."""
     model = ModelConfig.from_settings(
         settings,  # dim, history_len
         architecture=architecture,
@@ -150,7 +160,7 @@ def run_model(
         build, static = MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r} (known: {', '.join(MODELS)})") from None
-    learner = build(_learner_config(settings, dataset, "mf"))
+    learner = build(learner_config(settings, dataset, "mf"))
     events = dataset.events
     cut = int(len(events) * settings.static_fraction)
     every = max(1, len(events) // max(1, settings.series_points))
