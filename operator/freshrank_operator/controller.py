@@ -36,7 +36,7 @@ from opentelemetry import trace
 from freshrank_operator import crd, reconcile, render
 from freshrank_operator.autoscaler import Autoscaler, Policy
 from freshrank_operator.config import OperatorConfig
-from freshrank_operator.kube import FIELD_MANAGER, KubeClient
+from freshrank_operator.kube import FIELD_MANAGER, KubeClient, NotFound
 from freshrank_operator.observe import LatencyWindow
 from freshrank_operator.reconcile import Observation
 from freshrank_operator.spec import Autoscaling, InvalidSpec, RecommenderSpec, parse
@@ -72,6 +72,10 @@ def _newer(incoming: Mapping[str, Any], cached: Mapping[str, Any] | None) -> boo
         return True
     new, old = _resource_version(incoming), _resource_version(cached)
     return new is None or old is None or new >= old
+
+
+class _CrGone(Exception):
+    """The API server answered a write to the custom resource itself with 404."""
 
 
 @dataclass
@@ -378,6 +382,13 @@ class Controller:
                     outcome = "ok"
             except asyncio.CancelledError:
                 raise
+            except _CrGone:
+                # Its DELETED event never came (a watch that re-lists sees no deletion), so
+                # stop here: a retry would apply children to a deleted owner, the garbage
+                # collector would remove them, and each removal would wake a retry.
+                log.info("custom resource gone; forgetting it", extra={"cr": _cr_name(state)})
+                self.forget(state.meta["uid"])
+                return
             except Exception:
                 log.exception("reconcile failed", extra={"cr": _cr_name(state)})
                 state.reconcile_due = True
@@ -556,14 +567,17 @@ class Controller:
             return
         meta = state.meta
         before = _condition(state.status, "Degraded")
-        await self._client().merge_patch(
-            crd.API_VERSION,
-            crd.KIND,
-            meta["namespace"],
-            meta["name"],
-            {"status": changed},
-            subresource="status",
-        )
+        try:
+            await self._client().merge_patch(
+                crd.API_VERSION,
+                crd.KIND,
+                meta["namespace"],
+                meta["name"],
+                {"status": changed},
+                subresource="status",
+            )
+        except NotFound:
+            raise _CrGone from None
         state.status.update(copy.deepcopy(changed))
         after = _condition(state.status, "Degraded")
         degraded = after is not None and after.get("status") == "True"

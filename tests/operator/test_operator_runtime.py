@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 from typing import Any
 
 import aiohttp
@@ -139,6 +140,45 @@ async def test_delete_removes_every_child(
     async with running_operator(kube_cluster, cluster_api.namespace):
         await cluster_api.create_example("shop", timeout=SLOW)
         await cluster_api.delete_cr("shop")
+
+        async def gone() -> bool:
+            return not await cluster_api.children("shop") and await cluster_api.cr("shop") is None
+
+        await eventually(gone, timeout=SLOW)
+
+
+async def test_a_deletion_the_watch_missed_stops_the_worker(
+    kube_cluster: EmbeddedKubernetes, cluster_api: ClusterApi
+) -> None:
+    """A watch that re-lists reports no DELETED event for what went in between: the worker's
+    status write is answered 404, and the operator forgets the CR instead of retrying (each
+    retry re-applied children the garbage collector then removed, waking the next one)."""
+    async with running_operator(kube_cluster, cluster_api.namespace) as runtime:
+        await cluster_api.create_example("shop", timeout=SLOW)
+        controller = runtime.controller
+        assert controller is not None
+        body = await cluster_api.cr("shop")
+        assert body is not None
+        uid = body["metadata"]["uid"]
+        await eventually(lambda: uid in controller.states, timeout=SLOW)
+        task = controller.states[uid].task
+        assert task is not None
+        loop = task.get_loop()
+        await cluster_api.delete_cr("shop")
+        await eventually(lambda: uid not in controller.states, timeout=SLOW)  # DELETED came
+
+        async def replay_without_the_deletion() -> asyncio.Task[None] | None:
+            stale = copy.deepcopy(body)
+            stale["metadata"]["generation"] += 1  # a spec edit the operator has not applied
+            controller.on_cr("MODIFIED", stale)
+            return controller.states[uid].task
+
+        worker = await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(replay_without_the_deletion(), loop)
+        )
+        assert worker is not None
+        await eventually(worker.done, timeout=SLOW)
+        assert uid not in controller.states
 
         async def gone() -> bool:
             return not await cluster_api.children("shop") and await cluster_api.cr("shop") is None
