@@ -75,7 +75,8 @@ def _newer(incoming: Mapping[str, Any], cached: Mapping[str, Any] | None) -> boo
 
 
 class _CrGone(Exception):
-    """The API server answered a write to the custom resource itself with 404."""
+    """The custom resource a worker serves is no longer on the API server (404, or a new
+    object under its name)."""
 
 
 @dataclass
@@ -383,9 +384,8 @@ class Controller:
             except asyncio.CancelledError:
                 raise
             except _CrGone:
-                # Its DELETED event never came (a watch that re-lists sees no deletion), so
-                # stop here: a retry would apply children to a deleted owner, the garbage
-                # collector would remove them, and each removal would wake a retry.
+                # Its DELETED event never came, or came before a stale event revived it (a
+                # watch that re-lists reports nothing for what went in between): stop here.
                 log.info("custom resource gone; forgetting it", extra={"cr": _cr_name(state)})
                 self.forget(state.meta["uid"])
                 return
@@ -402,6 +402,13 @@ class Controller:
     async def reconcile(self, state: CrState) -> None:
         """Apply the CR's current generation, then write its status for that generation."""
         meta = state.meta
+        # One read before applying anything: children applied to a deleted owner would be
+        # collected, and each removal would wake another reconcile.
+        current = await self._client().get_or_none(
+            crd.API_VERSION, crd.KIND, meta["namespace"], meta["name"]
+        )
+        if current is None or current["metadata"]["uid"] != meta["uid"]:
+            raise _CrGone
         state.reconcile_due = False
         generation = state.generation
         with tracer.start_as_current_span(
