@@ -60,12 +60,16 @@ def _override(text: str) -> tuple[str, Any]:
     return key, parsed
 
 
-def _configs(args: argparse.Namespace, dataset: Dataset) -> tuple[LearnerConfig, LearnerConfig]:
+def _configs(
+    args: argparse.Namespace, settings: EvalSettings, dataset: Dataset
+) -> tuple[LearnerConfig, LearnerConfig]:
     """The baseline's config and the model's (defaults plus ``--set``), one seed for both:
     the evaluation candidates are seeded by it."""
     overrides = {**LEARNER_DEFAULTS.get(args.model, {}), **dict(args.set)}
-    settings = EvalSettings(device="cpu", seed=int(overrides.get("seed", 0)))
-    base = learner_config(settings, dataset, args.model)
+    seed = int(overrides.get("seed", settings.seed))
+    base = learner_config(
+        dataclasses.replace(settings, device="cpu", seed=seed), dataset, args.model
+    )
     return base, dataclasses.replace(base, **overrides)
 
 
@@ -92,7 +96,7 @@ def main() -> None:
     torch.set_num_threads(1)
     dataset = load_dataset(args.dataset, args.limit)
     settings = EvalSettings()
-    base, config = _configs(args, dataset)
+    base, config = _configs(args, settings, dataset)
     popularity, model = _Popularity(base), OnlineLearner(config)
     lengths, pop_ranks, model_ranks = [], [], []
     for start in range(0, len(dataset.events), settings.batch_size):

@@ -38,7 +38,7 @@ from freshrank.evaluation.datasets import load_dataset
 from freshrank.evaluation.runner import EvalSettings, learner_config
 from freshrank.model.baselines import PopularityLearner
 from freshrank.model.learner import LearnerConfig, OnlineLearner, PrequentialLearner
-from freshrank.model.metrics import hit_rate_at_k, ndcg_at_k
+from freshrank.model.metrics import hit_rate_at_k, ndcg_at_k, ranks_of_true
 from freshrank.model.registry import LEARNER_DEFAULTS
 
 Rows = npt.NDArray[np.int64]
@@ -173,9 +173,9 @@ class KnnLearner(OnlineLearner):
         sampled = candidate_rows.shape[1] == self.config.negatives + 1  # true item first
         if sampled and self._tallied_step != self.steps:
             self._tallied_step = self.steps  # the batch's sampled candidates, not its full ranks
-            every = scores[None] + self.weights[:, None, None] * term[None]  # [W, B, C]
-            ranks = (every[:, :, 1:] >= every[:, :, :1]).sum(axis=2)
-            self.hits += (ranks < 10).sum(axis=1)
+            for index, weight in enumerate(self.weights):
+                each = scores + weight * term
+                self.hits[index] += hit_rate_at_k(ranks_of_true(each[:, 0], each[:, 1:])).sum()
         return blended
 
     def _after_learning(self, user_rows: Rows, item_rows: Rows, histories: Rows) -> None:
