@@ -589,6 +589,8 @@ def _trainer(ctx: _Cr, config_hash: str) -> list[Manifest]:
         architecture=model.architecture,
         dim=model.dim,
         history_len=model.history_length,
+        views=model.views,
+        neighbours=model.neighbours,
         num_users=model.num_users,
         num_items=model.num_items,
         learning_rate=model.learning_rate,

@@ -165,6 +165,8 @@ class Model(_Group):
     architecture: Architecture = "sasrec"
     dim: Annotated[int, Field(ge=2, le=4096)] = 32
     history_length: Annotated[int, Field(ge=1, le=1024)] = 20
+    views: Annotated[int, Field(ge=1, le=8)] = 2
+    neighbours: Annotated[int, Field(ge=0, le=1000)] = 100
     num_users: Annotated[int, Field(ge=16, le=1_000_000_000)] = 100_000
     num_items: Annotated[int, Field(ge=16, le=1_000_000_000)] = 100_000
     learning_rate: Annotated[float, Field(gt=0, le=1), *WHOLE_AS_INT] = 0.001

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,12 +19,24 @@ def drifting() -> Dataset:
     return Dataset("synthetic", list(stream.events()), drift_index=stream.drift_index)
 
 
-@pytest.mark.parametrize(("model", "static_model"), [("mf", "static"), ("sasrec", "static-sasrec")])
+@pytest.mark.parametrize(
+    ("model", "static_model", "neighbours", "margin"),
+    [
+        ("mf", "static", 0, 0.1),
+        ("sasrec", "static-sasrec", 0, 0.1),  # the model's own weights
+        # With the kNN term a frozen memory still reads the users' fresh histories, and on
+        # this stream (users change topics, items keep theirs) the items' co-occurrence
+        # carries over the drift: measured at the end 0.858 fresh vs 0.832 frozen (without
+        # the term 0.799 vs 0.665).
+        ("sasrec", "static-sasrec", EvalSettings.neighbours, 0.015),
+    ],
+)
 def test_incremental_model_recovers_after_drift_and_static_does_not(
-    drifting: Dataset, model: str, static_model: str
+    drifting: Dataset, model: str, static_model: str, neighbours: int, margin: float
 ) -> None:
-    incremental = run_model(model, drifting, SETTINGS)
-    static = run_model(static_model, drifting, SETTINGS)
+    settings = dataclasses.replace(SETTINGS, neighbours=neighbours)
+    incremental = run_model(model, drifting, settings)
+    static = run_model(static_model, drifting, settings)
     assert incremental.after_drift is not None
     assert static.after_drift is not None
     # Before the cut both are the same model trained the same way.
@@ -31,9 +44,9 @@ def test_incremental_model_recovers_after_drift_and_static_does_not(
     final_incremental = incremental.series[-1]["hr@10"]
     final_static = static.series[-1]["hr@10"]
     # Measured (rolling HR@10 at the end): MF 0.62, static 0.46; after the drift 0.59 vs
-    # 0.43. SASRec 0.72 vs 0.59; after the drift 0.73 vs 0.58.
-    assert final_incremental > final_static + 0.1, (final_incremental, final_static)
-    assert incremental.after_drift.hr10 > static.after_drift.hr10 + 0.1
+    # 0.43. SASRec without the kNN term 0.80 vs 0.67; after the drift 0.80 vs 0.66.
+    assert final_incremental > final_static + margin, (final_incremental, final_static)
+    assert incremental.after_drift.hr10 > static.after_drift.hr10 + margin
 
     def before_drift(result: RunResult) -> float:
         return [p["hr@10"] for p in result.series if p["events"] <= drifting.drift_index][-1]

@@ -8,6 +8,7 @@ import torch
 from freshrank.core.codec import InteractionEvent
 from freshrank.model import ModelConfig
 from freshrank.model.baselines import PopularityLearner
+from freshrank.model.knn import WEIGHT_GRID
 from freshrank.model.learner import (
     LearnerConfig,
     OnlineLearner,
@@ -130,6 +131,27 @@ def test_frozen_learner_scores_but_never_trains(batches: list[list[InteractionEv
     assert learner.events_trained == 3 * 256
     for name, tensor in learner.model.state_dict().items():
         assert torch.equal(weights[name], tensor), name
+
+
+def test_the_knn_memory_remembers_what_was_learned_and_tallies_its_weight(
+    batches: list[list[InteractionEvent]],
+) -> None:
+    learner = OnlineLearner(_config("sasrec"))
+    _run(learner, batches[:6])
+    memory = learner.model.memory()
+    assert memory is not None
+    scored = 6 * 256
+    assert 0 < float(memory.hits.max()) <= scored  # each weight's hits on the scored events
+    assert float(memory.weight) == pytest.approx(WEIGHT_GRID[int(memory.hits.argmax())])
+    newest = batches[5][-1]
+    user, item = learner.users.rows([newest.user_id])[0], learner.items.rows([newest.item_id])[0]
+    assert int(memory.recent_items[user, 0]) == item
+    assert user in memory.recent_users[item].tolist()
+    learner.freeze()  # a frozen (static) model's memory and weight stay as they were
+    before = {k: v.clone() for k, v in memory.state_dict().items()}
+    learner.step(batches[6])
+    for name, tensor in memory.state_dict().items():
+        assert torch.equal(before[name], tensor), name
 
 
 def test_in_batch_negatives_are_corrected_by_their_expected_count(

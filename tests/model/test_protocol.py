@@ -137,7 +137,9 @@ def test_sasrec_scores_a_cold_user_by_the_popularity_prior_and_a_session_by_its_
         torch.testing.assert_close(fresh(unknown, empty, candidates), fresh.prior(candidates))  # type: ignore[operator]
         cold = model(unknown, empty, candidates)
         # Trained: the prior plus the intent learned from newcomers' first events.
-        newcomer = model.item_embedding(candidates) @ model.cold_intent  # type: ignore[operator]
+        # (the views' mean; no kNN term: an unknown user with no history has no neighbours)
+        targets = model.per_view(model.item_embedding(candidates))  # type: ignore[operator]
+        newcomer = (targets @ model.cold_intent).mean(-1)
         prior = model.prior(candidates)  # type: ignore[operator]
         session = torch.zeros(1, 8, dtype=torch.long)
         session[0, :2] = torch.tensor([3, 4])

@@ -63,6 +63,8 @@ INVALID = [
     BadCr("spec.triton.gpus", -1, "spec.triton.gpus", "minimum"),
     BadCr("spec.telemetry.sampleRatio", 1.5, "spec.telemetry.sampleRatio", "maximum"),
     BadCr("spec.model.learningRate", 0, "spec.model.learningRate", "minimum"),
+    BadCr("spec.model.views", 0, "spec.model.views", "minimum", "greater than"),
+    BadCr("spec.model.neighbours", -1, "spec.model.neighbours", "minimum", "greater than"),
     BadCr(
         "spec.trainer.qualityGate",
         {"metric": "auc"},

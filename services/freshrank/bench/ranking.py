@@ -71,6 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--items", type=int, default=5_000, help="items in the model")
     parser.add_argument("--dim", type=int, default=32, help="embedding dimension")
     parser.add_argument("--architecture", default="mf", help="model architecture (registry)")
+    for name, what in (("views", "item-table views"), ("neighbours", "kNN term's neighbours")):
+        parser.add_argument(f"--{name}", type=int, help=f"sasrec: {what} (default: the model's)")
     parser.add_argument("--candidates", type=int, default=100, help="candidates per request")
     parser.add_argument("--k", type=int, default=10, help="items returned per request")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per phase")
@@ -178,9 +180,20 @@ def _write_model(repository: Path, args: argparse.Namespace) -> None:
     users.assign([f"u{i}" for i in range(args.users)])
     items.assign([f"i{i}" for i in range(args.items)])
     torch.manual_seed(0)
-    # --architecture and --dim from the flags.
-    config = ModelConfig.from_settings(args, num_users=users.capacity, num_items=items.capacity)
+    # --architecture and --dim from the flags, --views and --neighbours where given.
+    given = {
+        name: getattr(args, name) if getattr(args, name) is not None else getattr(ModelConfig, name)
+        for name in ("views", "neighbours")
+    }
+    config = ModelConfig.from_settings(
+        args, num_users=users.capacity, num_items=items.capacity, **given
+    )
     model = build_model(config).eval()
+    # A full kNN memory (sasrec), 20 items per user: a request's neighbours then vote.
+    pairs = 20 * args.users
+    model.observe_pairs(
+        torch.randint(1, users.capacity, (pairs,)), torch.randint(1, items.capacity, (pairs,))
+    )
 
     def populate(directory: Path) -> None:
         export_version(model, directory, {"users": users.to_json(), "items": items.to_json()})

@@ -57,6 +57,15 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--seeds", type=int, default=1, help="seeds per model (mean, 95%% CI)")
     parser.add_argument("--dim", type=int, default=32, help="embedding dimension")
     parser.add_argument("--history-len", type=int, default=20)
+    parser.add_argument(
+        "--views", type=int, default=None, help="sasrec: item-table views (default: the model's)"
+    )
+    parser.add_argument(
+        "--neighbours",
+        type=int,
+        default=None,
+        help="sasrec: users voting in the kNN term, 0: no term (default: the model's)",
+    )
     parser.add_argument("--negatives", type=int, default=100, help="sampled-eval negatives")
     parser.add_argument(
         "--full-eval-events", type=int, default=16, help="events per batch ranked vs all items"
@@ -113,6 +122,11 @@ def run(args: argparse.Namespace) -> int:
         history_len=args.history_len,
         negatives=args.negatives,
         full_eval_events=args.full_eval_events,
+        **{
+            name: getattr(args, name)
+            for name in ("views", "neighbours")
+            if getattr(args, name) is not None
+        },
     )
     console = Console()
     if not console.is_terminal:

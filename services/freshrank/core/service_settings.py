@@ -60,6 +60,10 @@ class ModelSettings(HistorySettings):
 
     architecture: Architecture = opt("sasrec", "model architecture (freshrank.model.registry)")
     dim: int = opt(32, "embedding dimension", ge=1)
+    views: int = opt(2, "sasrec: item-table views (an ensemble sharing the layers)", ge=1, le=8)
+    neighbours: int = opt(
+        100, "sasrec: users whose items vote in the user-kNN term (0: no term)", ge=0, le=1000
+    )
     num_users: int = opt(100_000, "user embedding rows (incl. the padding row)", ge=2)
     num_items: int = opt(100_000, "item embedding rows (incl. the padding row)", ge=2)
 

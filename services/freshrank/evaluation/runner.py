@@ -44,6 +44,8 @@ class EvalSettings:
     seed: int = 0
     dim: int = 32
     history_len: int = 20
+    views: int = ModelConfig.views  # sasrec's item-table views
+    neighbours: int = ModelConfig.neighbours  # sasrec's kNN term (0: none)
     negatives: int = 100
     full_eval_events: int = 16
     static_fraction: float = 0.2  # the static model trains on this prefix, then never again
@@ -97,7 +99,7 @@ def learner_config(settings: EvalSettings, dataset: Dataset, architecture: str) 
     """A learner's config for ``dataset`` under ``settings``, before an architecture's
     ``LEARNER_DEFAULTS`` (the benchmarks' side-by-side runs start from it too)."""
     model = ModelConfig.from_settings(
-        settings,  # dim, history_len
+        settings,  # dim, history_len, views, neighbours
         architecture=architecture,
         num_users=dataset.users + 1,  # + row 0: every ID owns a row, no evictions in eval
         num_items=dataset.items + 1,

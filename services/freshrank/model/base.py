@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from freshrank.model.knn import UserKnn
+
 __all__ = ["ModelConfig", "RankingModel"]
 
 
@@ -23,6 +25,11 @@ class ModelConfig:
     num_items: int = 100_000
     dim: int = 32
     history_len: int = 20
+    # sasrec only (other architectures ignore them): item-table views (an ensemble sharing
+    # the layers) and the users whose items vote in the user-kNN term (0: no term); see
+    # freshrank.model.sasrec and freshrank.model.knn for what each measured.
+    views: int = 2
+    neighbours: int = 100
 
     @classmethod
     def from_settings(cls, settings: object, **overrides: Any) -> ModelConfig:
@@ -78,6 +85,21 @@ class RankingModel(nn.Module):
 
     def observe_items(self, item_rows: torch.Tensor, decay: float) -> None:
         """Stream statistics a model keeps outside gradients (a popularity prior); none here."""
+
+    def observe_pairs(self, user_rows: torch.Tensor, item_rows: torch.Tensor) -> None:
+        """Remember learned (user, item) pairs outside gradients (a kNN memory); none here."""
+
+    def model_scores(
+        self, user_row: torch.Tensor, history_rows: torch.Tensor, candidate_rows: torch.Tensor
+    ) -> torch.Tensor:
+        """``forward`` without the ``memory()`` term (the same, for a model without one)."""
+        scores: torch.Tensor = self(user_row, history_rows, candidate_rows)
+        return scores
+
+    def memory(self) -> UserKnn | None:
+        """The user-kNN term this model adds to its score, if any (the learner tallies its
+        weight)."""
+        return None
 
     def reset_rows(self, table: str, rows: list[int]) -> None:
         """Re-initialise embedding rows handed back by ID-map eviction."""

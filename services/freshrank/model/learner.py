@@ -51,6 +51,7 @@ from freshrank.model.base import ModelConfig, RankingModel
 from freshrank.model.export import export_version
 from freshrank.model.history import UserHistories, compact_rows
 from freshrank.model.ids import PADDING_ROW, IdMap
+from freshrank.model.knn import WEIGHT_GRID
 from freshrank.model.metrics import RollingMetrics, hit_rate_at_k, ndcg_at_k, ranks_of_true
 from freshrank.model.registry import build_model
 from freshrank.model.replay import ReplayBuffer
@@ -70,6 +71,9 @@ Rows = npt.NDArray[np.int64]
 Scores = npt.NDArray[np.float32]
 
 SPARSE_OPTIMIZERS = ("adam", "rowwise-adagrad")
+# ModelConfig fields added after checkpoints were written, with the value those had: an
+# older checkpoint names its true shape in the mismatch error (set these to keep it).
+_FIELDS_BEFORE_THEY_EXISTED = {"views": 1, "neighbours": 0}
 _FULL_EVAL_PAIRS = 2_000_000  # candidates x history entries scored per chunk (bounds memory)
 
 
@@ -252,7 +256,8 @@ class PrequentialLearner:
             self.last_ranks = np.full(len(users), self.config.negatives, dtype=np.int64)
             return 0.0, 0.0, np.nan, np.nan, 0
         negatives, valid = self._negatives(rng, owners, histories, items, catalogue)
-        scores = self.score(users, histories, np.concatenate([items[:, None], negatives], axis=1))
+        candidates = np.concatenate([items[:, None], negatives], axis=1)
+        scores = self.score_sampled(users, histories, candidates, valid)
         ranks = ranks_of_true(scores[:, 0], scores[:, 1:], valid)
         self.last_ranks = ranks  # per event, in batch order (tests check what each event saw)
         hr, ndcg = float(hit_rate_at_k(ranks).sum()), float(ndcg_at_k(ranks).sum())
@@ -336,6 +341,13 @@ class PrequentialLearner:
             self.seen.forget(evicted_users, evicted_items)
             self.forget_rows(evicted_users, evicted_items)
         return user_rows, item_rows
+
+    def score_sampled(
+        self, users: Rows, histories: Rows, candidates: Rows, valid: npt.NDArray[np.bool_]
+    ) -> Scores:
+        """``score`` of a batch's sampled candidates (true item first, ``valid`` slots),
+        before anything learns from it: where a learner may tally its prequential hits."""
+        return self.score(users, histories, candidates)
 
     def _after_learning(self, user_rows: Rows, item_rows: Rows, histories: Rows) -> None:
         """Hook after each step's learning (the replay buffer lives here)."""
@@ -559,10 +571,37 @@ class OnlineLearner(PrequentialLearner):
         self.frequency[items] = 0.0
         self.replay.invalidate(users, items)
 
+    def score_sampled(
+        self, users: Rows, histories: Rows, candidates: Rows, valid: npt.NDArray[np.bool_]
+    ) -> Scores:
+        """With a kNN term (``freshrank.model.knn``): also tally the hits each weight of the
+        grid would have had here, the model's scores re-ranked with the term at every weight."""
+        model = self.serving if self.serving is not None else self.model
+        memory, tally = model.memory(), self.model.memory()
+        if memory is None or tally is None or self.frozen:
+            return self.score(users, histories, candidates)
+        model.eval()
+        tensors = (
+            self._tensor(users[:, None]),
+            self._tensor(histories),
+            self._tensor(candidates),
+        )
+        with torch.inference_mode(), self._precision():
+            base = model.model_scores(*tensors).float().cpu().numpy()
+            term = memory(*tensors).float().cpu().numpy()
+        hits = [
+            hit_rate_at_k(ranks_of_true(each[:, 0], each[:, 1:], valid)).sum()
+            for each in (base + weight * term for weight in WEIGHT_GRID)
+        ]
+        tally.record_hits(torch.tensor(hits))
+        scores: Scores = base + memory.chosen_weight() * term
+        return scores
+
     def _after_learning(self, user_rows: Rows, item_rows: Rows, histories: Rows) -> None:
         if not self.frozen:
             decay = float(np.exp2(-len(item_rows) / self.config.popularity_half_life))
             self.model.observe_items(self._tensor(item_rows), decay)
+            self.model.observe_pairs(self._tensor(user_rows), self._tensor(item_rows))
         seen_at = self.events_seen + np.arange(len(user_rows), dtype=np.int64)
         self.replay.add(user_rows, item_rows, histories, seen_at)
 
@@ -600,6 +639,8 @@ class OnlineLearner(PrequentialLearner):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = state.get("config", {}).get("model")
+        if saved is not None:  # a checkpoint from before a field existed had its old value
+            saved = {**_FIELDS_BEFORE_THEY_EXISTED, **saved}
         if saved is not None and saved != dataclasses.asdict(self.config.model):
             raise ValueError(f"checkpoint is for model {saved}, not {self.config.model}")
         super().load_state_dict(state)
