@@ -106,6 +106,14 @@ def test_resuming_from_state_dict_continues_bit_for_bit(
         assert torch.equal(resumed.model.state_dict()[name], tensor), name
 
 
+def test_a_checkpoint_from_before_views_and_neighbours_names_its_shape() -> None:
+    state = OnlineLearner(_config("sasrec")).state_dict()
+    for field in ("views", "neighbours"):  # what a checkpoint of an older release lacks
+        del state["config"]["model"][field]
+    with pytest.raises(ValueError, match="'views': 1, 'neighbours': 0"):
+        OnlineLearner(_config("sasrec")).load_state_dict(state)
+
+
 def test_full_tables_evict_and_stay_collisionless() -> None:
     model = ModelConfig(architecture="din", num_users=60, num_items=240, dim=8, history_len=5)
     learner = OnlineLearner(LearnerConfig(model=model, negatives=20, full_eval_events=4))

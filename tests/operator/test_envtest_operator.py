@@ -347,12 +347,12 @@ async def test_twenty_idle_crs_cost_no_api_requests(
     running, stopped = await idle_requests(kube_cluster, cluster_api, namespace, 20, window)
     print(f"idle API requests/min at 20 CRs, operator running: {_per_minute(running, window)}")
     print(f"idle API requests/min at 20 CRs, operator stopped: {_per_minute(stopped, window)}")
-    # No polling: a LIST only where a watch stream was re-established (Kopf re-lists once when
-    # a stream ends, which a loaded machine can cause inside the window), never per CR.
+    # No polling: at most one LIST per resource, where a watch stream was re-established
+    # (Kopf re-lists once when a stream ends, which a loaded machine can cause inside the
+    # window), never per CR. The re-opened WATCH need not show: the API server counts a
+    # request when it completes, a watch too (a CI run saw 'LIST services' and no WATCH).
     relisted = {key: n for key, n in running.items() if key.startswith("LIST ") and n > 1}
     assert not relisted, _per_minute(running, window)
-    for key in (k for k, n in running.items() if k.startswith("LIST ") and n):
-        assert running.get("WATCH " + key.split(" ", 1)[1], 0) >= 1, _per_minute(running, window)
     writes = {
         key: n
         for key, n in running.items()

@@ -3,10 +3,12 @@
 Session-kNN (V-SKNN, Ludewig & Jannach 2018) over a bounded memory of the past: each item
 keeps its ``RECENT_USERS`` newest users and each user their ``USER_ITEMS`` newest distinct
 items (buffers, so every export and checkpoint carries the memory as it stands). To score a
-request, the users recently met on the request's history items are the neighbour pool;
-each is compared with the history by cosine (history items weighted by recency, newest 1.0
-falling linearly); the ``neighbours`` most similar vote for the items they met, each with
-its similarity; the term is ``log(1 + 10 x votes)``. A user is never their own neighbour.
+request, the users recently met on the request's history items are the neighbour pool; a
+pool user's overlap with the history is the summed recency weight (newest 1.0, falling
+linearly) of the history items they are a recent user of, divided by the square root of
+(history length x their item count) (cosine); the ``neighbours`` most similar vote for the
+items they met, each with its similarity; the term is ``log(1 + 10 x votes)``. A user is
+never their own neighbour.
 
 Why: on sparse streams a sequence model learns an item's embedding from few events, while
 "users who bought this also bought" needs only that the pairs happened. Added to ``sasrec``
@@ -17,7 +19,9 @@ HR@10 does (measured: the loss-learned weight gains nothing). Instead every samp
 prequential scoring re-ranks its candidates with each weight of ``WEIGHT_GRID`` and counts
 each weight's hits (``record_hits``); the weight with the most hits so far is the one used.
 That is online model selection on the prequential metric: no future data, no weight read
-off a file, and each stream gets its own weight (Beauty ends at 1.6, MovieLens-100K 0.4).
+off a file, and each stream gets its own weight (at the end of `freshrank eval`'s streams with
+two views: Amazon Beauty 1.6, the synthetic stream 0.4, MovieLens-100K 0, where every user
+has a long history and the term does not help).
 """
 
 from __future__ import annotations
