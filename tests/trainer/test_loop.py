@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from opentelemetry import trace
@@ -16,11 +17,13 @@ from trainer_support import produce, small_settings
 
 from freshrank.core.kafka import consumer_config
 from freshrank.embedded import EmbeddedBroker, free_port
+from freshrank.model.knn import WEIGHT_GRID
 from freshrank.sim import SyntheticConfig, SyntheticStream
 from freshrank.trainer.checkpoint import CheckpointStore
 from freshrank.trainer.service import run_service
 
 pytestmark = pytest.mark.integration
+WEIGHT_GRID_F32 = [float(np.float32(weight)) for weight in WEIGHT_GRID]  # as the model stores them
 GARBAGE = (b"\x08\x96\x01garbage\xff", b"")
 
 
@@ -40,7 +43,9 @@ async def test_trains_skips_malformed_and_reports(
     span_exporter: InMemorySpanExporter,
 ) -> None:
     port = free_port()
-    settings = small_settings(broker, unique_name, tmp_path, port=port, host="127.0.0.1")
+    settings = small_settings(
+        broker, unique_name, tmp_path, port=port, host="127.0.0.1", architecture="sasrec"
+    )
     events = list(SyntheticStream(SyntheticConfig(users=50, items=40, events=500)).events())
     with trace.get_tracer("test").start_as_current_span("producer") as span:
         producer_trace = span.get_span_context().trace_id
@@ -70,6 +75,9 @@ async def test_trains_skips_malformed_and_reports(
         assert 'freshrank_trainer_prequential{metric="hr@10"}' in text
         assert sample("freshrank_trainer_events_dead_lettered_total") == len(GARBAGE)
         assert sample("freshrank_trainer_prequential", metric="hr@10") > 0.0
+        # sasrec's kNN term: the weight its prequential tally chose, one of the grid's.
+        assert 'freshrank_trainer_model_stats{stat="knn_weight"}' in text
+        assert sample("freshrank_trainer_model_stats", stat="knn_weight") in WEIGHT_GRID_F32
     finally:
         stop.set()
         await asyncio.wait_for(service, 30)

@@ -245,6 +245,10 @@ class PrequentialLearner:
             "collisions": _collisions(self.users) + _collisions(self.items),
         }
 
+    def model_stats(self) -> dict[str, float]:
+        """What the model chose online, for the trainer's metrics; none here."""
+        return {}
+
     # -- evaluation -------------------------------------------------------------------------
 
     def _evaluate(
@@ -570,6 +574,10 @@ class OnlineLearner(PrequentialLearner):
         _reset_optimizer_rows(self.sparse_optimizer, self.model, users, items)
         self.frequency[items] = 0.0
         self.replay.invalidate(users, items)
+
+    def model_stats(self) -> dict[str, float]:
+        memory = self.model.memory()
+        return {} if memory is None else {"knn_weight": memory.chosen_weight()}
 
     def score_sampled(
         self, users: Rows, histories: Rows, candidates: Rows, valid: npt.NDArray[np.bool_]

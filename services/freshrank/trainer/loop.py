@@ -257,6 +257,7 @@ class TrainerLoop:
     def _after_training(self, step: Any, served: Any) -> None:
         self.metrics.events_trained.inc(int(step.events))
         self.metrics.set_rolling(self.learner.rolling)
+        self.metrics.set_model_stats(self.learner.model_stats())
         if served is not None:
             metric = self.settings.quality_metric
             self.gate.observe(

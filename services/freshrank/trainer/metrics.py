@@ -74,10 +74,19 @@ class TrainerMetrics:
         self.ids = family.gauge(
             metrics.TRAINER_IDS, "ID-map statistics (known, evictions...)", "stat"
         )
+        self.model_stats = family.gauge(
+            metrics.TRAINER_MODEL_STATS,
+            "what the model chose online (knn_weight: the weight of sasrec's kNN term)",
+            "stat",
+        )
 
     def set_rolling(self, rolling: Mapping[str, float]) -> None:
         for name, value in rolling.items():
             self.prequential.labels(metric=name).set(value)
+
+    def set_model_stats(self, stats: Mapping[str, float]) -> None:
+        for name, value in stats.items():
+            self.model_stats.labels(stat=name).set(value)
 
     def set_ids(self, stats: Mapping[str, int]) -> None:
         for name, value in stats.items():

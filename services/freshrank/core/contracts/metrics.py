@@ -26,6 +26,7 @@ __all__ = [
     "TRAINER_IDS",
     "TRAINER_LAST_EVENT_GAUGE",
     "TRAINER_LAST_EXPORT_GAUGE",
+    "TRAINER_MODEL_STATS",
     "TRAINER_MODEL_VERSION_GAUGE",
     "TRAINER_PREQUENTIAL",
     "labelled",
@@ -46,6 +47,7 @@ TRAINER_CHECKPOINT_SECONDS = "freshrank_trainer_checkpoint_seconds"
 TRAINER_EXPORTS = "freshrank_trainer_exports_total"
 TRAINER_FRESHNESS = "freshrank_trainer_freshness_seconds"
 TRAINER_IDS = "freshrank_trainer_ids"
+TRAINER_MODEL_STATS = "freshrank_trainer_model_stats"  # label stat: what the model chose online
 # The three gauges the operator turns into status.modelVersion, lastExportTime, freshnessSeconds.
 TRAINER_MODEL_VERSION_GAUGE = "freshrank_trainer_model_version"
 TRAINER_LAST_EXPORT_GAUGE = "freshrank_trainer_last_export_timestamp_seconds"
