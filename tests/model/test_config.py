@@ -25,3 +25,5 @@ def test_overrides_then_attributes_then_defaults() -> None:
     config = ModelConfig.from_settings(flags, num_users=11)
     assert config == ModelConfig(architecture="din", dim=8, num_users=11)
     assert config.history_len == ModelConfig().history_len
+    unset = argparse.Namespace(views=None, neighbours=0)  # a flag left at None: not given
+    assert ModelConfig.from_settings(unset) == ModelConfig(neighbours=0)

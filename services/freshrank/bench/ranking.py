@@ -181,13 +181,7 @@ def _write_model(repository: Path, args: argparse.Namespace) -> None:
     items.assign([f"i{i}" for i in range(args.items)])
     torch.manual_seed(0)
     # --architecture and --dim from the flags, --views and --neighbours where given.
-    given = {
-        name: getattr(args, name) if getattr(args, name) is not None else getattr(ModelConfig, name)
-        for name in ("views", "neighbours")
-    }
-    config = ModelConfig.from_settings(
-        args, num_users=users.capacity, num_items=items.capacity, **given
-    )
+    config = ModelConfig.from_settings(args, num_users=users.capacity, num_items=items.capacity)
     model = build_model(config).eval()
     # A full kNN memory (sasrec), 20 items per user: a request's neighbours then vote.
     pairs = 20 * args.users

@@ -35,11 +35,11 @@ class ModelConfig:
     def from_settings(cls, settings: object, **overrides: Any) -> ModelConfig:
         """The one place a model's shape is built from settings: each field from ``overrides``,
         else ``settings``' attribute of that name (``core.service_settings.ModelSettings``,
-        ``EvalSettings``, a tool's parsed flags), else the default."""
+        ``EvalSettings``, a tool's parsed flags; None: a flag not given), else the default."""
         values = {
             field.name: getattr(settings, field.name)
             for field in dataclasses.fields(cls)
-            if hasattr(settings, field.name)
+            if getattr(settings, field.name, None) is not None
         }
         return cls(**{**values, **overrides})
 

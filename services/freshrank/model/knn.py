@@ -24,10 +24,10 @@ two views: Amazon Beauty 1.6, the synthetic stream 0.4, MovieLens-100K 0, where 
 has a long history and the term does not help).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: TorchScript reads the buffers' class
+# annotations below, and cannot resolve them as strings.
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 __all__ = ["RECENT_USERS", "USER_ITEMS", "WEIGHT_GRID", "UserKnn"]
 
@@ -39,6 +39,14 @@ WEIGHT_GRID = (0.0, 0.2, 0.4, 0.8, 1.6, 3.2)
 
 
 class UserKnn(nn.Module):
+    # The buffers registered in __init__, typed for mypy and TorchScript.
+    recent_users: Tensor
+    recent_items: Tensor
+    item_counts: Tensor
+    weights: Tensor
+    hits: Tensor
+    weight: Tensor
+
     def __init__(self, num_users: int, num_items: int, neighbours: int) -> None:
         super().__init__()
         if neighbours < 1:
@@ -82,49 +90,47 @@ class UserKnn(nn.Module):
         by item: the recency weights of the history items whose recent users include them.
         """
         batch, length = history_rows.shape[0], history_rows.shape[1]
-        pool = self._recent_users()[history_rows].reshape(batch, -1)  # [B,H*R]
+        pool = self.recent_users[history_rows].reshape(batch, -1)  # [B,H*R]
         position = torch.arange(length, device=history_rows.device, dtype=torch.float32)
         recency = (1.0 - position / length) * (history_rows != 0)  # newest 1.0, falling
-        shares = recency.repeat_interleave(self._recent_users().shape[1], dim=1)
+        shares = recency.repeat_interleave(self.recent_users.shape[1], dim=1)
         pool, order = pool.sort(dim=1, stable=True)
         shares = shares.gather(1, order) * (pool != 0)
         # One slot per distinct pool user (runs of the sorted pool), overlaps summed.
         run = _run_starts(pool).long().cumsum(1) - 1
         overlap = torch.zeros_like(shares).scatter_add_(1, run, shares)
         users = torch.zeros_like(pool).scatter_(1, run, pool).long()
-        sizes = self._item_counts()[users].clamp(min=1)
+        sizes = self.item_counts[users].clamp(min=1)
         lengths = (history_rows != 0).sum(1, keepdim=True).clamp(min=1)
         usable = (users != 0) & (users != user_row.reshape(-1, 1))
         similarity = overlap / torch.sqrt((lengths * sizes).to(overlap.dtype)) * usable
         top = similarity.topk(min(self.neighbours, pool.shape[1]), dim=1)
-        their = self._recent_items()[users.gather(1, top.indices)].long()  # [B,K,I]
+        their = self.recent_items[users.gather(1, top.indices)].long()  # [B,K,I]
         return their, top.values
 
     @torch.jit.unused
     def observe(self, user_rows: torch.Tensor, item_rows: torch.Tensor) -> None:
         """Remember the pairs (in stream order: later ones are newer)."""
         with torch.no_grad():
-            _push_newest(self._recent_users(), item_rows, user_rows)
-            self._recount(_push_newest(self._recent_items(), user_rows, item_rows))
+            _push_newest(self.recent_users, item_rows, user_rows)
+            self._recount(_push_newest(self.recent_items, user_rows, item_rows))
 
     @torch.jit.unused
     def chosen_weight(self) -> float:
-        return float(self._buffer("weight"))
+        return float(self.weight)
 
     @torch.jit.unused
     def record_hits(self, hits: torch.Tensor) -> None:
         """Add each grid weight's hits on a scored batch; the best so far becomes the weight."""
-        counts = self._buffer("hits")
-        counts.add_(hits.to(counts))
-        best = self._buffer("weights")[int(torch.argmax(counts))]  # a tie: the smaller weight
-        self._buffer("weight").copy_(best)
+        self.hits.add_(hits.to(self.hits))
+        self.weight.copy_(self.weights[int(torch.argmax(self.hits))])  # a tie: the smaller
 
     @torch.jit.unused
     def forget(self, table: str, rows: list[int]) -> None:
         """ID-map rows handed back: their memory, and every mention of them, is dropped."""
         if not rows:
             return
-        by_user, by_item = self._recent_items(), self._recent_users()
+        by_user, by_item = self.recent_items, self.recent_users
         with torch.no_grad():
             index = torch.tensor(rows, dtype=torch.long, device=by_user.device)
             if table == "user":
@@ -139,29 +145,8 @@ class UserKnn(nn.Module):
 
     @torch.jit.unused
     def _recount(self, user_rows: torch.Tensor) -> None:
-        counts = self._item_counts()
-        counts[user_rows] = (self._recent_items()[user_rows] != 0).sum(1).to(counts.dtype)
-
-    def _item_counts(self) -> torch.Tensor:
-        counts = self.item_counts
-        assert isinstance(counts, torch.Tensor)
-        return counts
-
-    @torch.jit.unused
-    def _buffer(self, name: str) -> torch.Tensor:
-        value = getattr(self, name)
-        assert isinstance(value, torch.Tensor)
-        return value
-
-    def _recent_users(self) -> torch.Tensor:
-        table = self.recent_users
-        assert isinstance(table, torch.Tensor)  # a buffer (typed for mypy and TorchScript)
-        return table
-
-    def _recent_items(self) -> torch.Tensor:
-        table = self.recent_items
-        assert isinstance(table, torch.Tensor)
-        return table
+        present = self.recent_items[user_rows] != 0
+        self.item_counts[user_rows] = present.sum(1).to(self.item_counts.dtype)
 
 
 def _push_newest(table: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

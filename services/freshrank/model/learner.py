@@ -477,16 +477,27 @@ class OnlineLearner(PrequentialLearner):
         self.serving.eval()
 
     def score(self, user_rows: Rows, history_rows: Rows, candidate_rows: Rows) -> Scores:
-        model = self.serving if self.serving is not None else self.model
-        model.eval()
+        model = self._scoring_model()
         with torch.inference_mode(), self._precision():
-            scores = model(
-                self._tensor(user_rows[:, None]),
-                self._tensor(history_rows),
-                self._tensor(candidate_rows),
-            )
+            scores = model(*self._inputs(user_rows, history_rows, candidate_rows))
         result: Scores = scores.float().cpu().numpy()
         return result
+
+    def _scoring_model(self) -> RankingModel:
+        """The published copy when serving lags training, else the live model; in eval mode."""
+        model = self.serving if self.serving is not None else self.model
+        model.eval()
+        return model
+
+    def _inputs(
+        self, user_rows: Rows, history_rows: Rows, candidate_rows: Rows
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``forward``'s three inputs on the device."""
+        return (
+            self._tensor(user_rows[:, None]),
+            self._tensor(history_rows),
+            self._tensor(candidate_rows),
+        )
 
     def learn(self, user_rows: Rows, item_rows: Rows, history_rows: Rows) -> float | None:
         self._count_positives(item_rows)
@@ -584,19 +595,14 @@ class OnlineLearner(PrequentialLearner):
     ) -> Scores:
         """With a kNN term (``freshrank.model.knn``): also tally the hits each weight of the
         grid would have had here, the model's scores re-ranked with the term at every weight."""
-        model = self.serving if self.serving is not None else self.model
+        model = self._scoring_model()
         memory, tally = model.memory(), self.model.memory()
         if memory is None or tally is None or self.frozen:
             return self.score(users, histories, candidates)
-        model.eval()
-        tensors = (
-            self._tensor(users[:, None]),
-            self._tensor(histories),
-            self._tensor(candidates),
-        )
+        inputs = self._inputs(users, histories, candidates)
         with torch.inference_mode(), self._precision():
-            base = model.model_scores(*tensors).float().cpu().numpy()
-            term = memory(*tensors).float().cpu().numpy()
+            base = model.model_scores(*inputs).float().cpu().numpy()
+            term = memory(*inputs).float().cpu().numpy()
         hits = [
             hit_rate_at_k(ranks_of_true(each[:, 0], each[:, 1:], valid)).sum()
             for each in (base + weight * term for weight in WEIGHT_GRID)
